@@ -1,0 +1,131 @@
+"""OpenSearch request bodies (2.x and 3.x): k-NN index, text_embedding pipeline, neural/knn, hybrid."""
+
+from __future__ import annotations
+
+from ..models import ModelSpec
+from ..prefixes import Actor, PrefixPlan
+from . import (
+    PASSAGE_TMP_FIELD,
+    clear_marker_processor,
+    e5plugin_meta,
+    index_template,
+    on_failure_processors,
+    text_processor,
+    rename_fields,
+)
+
+#: hnsw: Lucene HNSW over float vectors; hnsw_sq: the same with Lucene's int8 scalar quantization (2.16+).
+INDEX_OPTIONS = ("hnsw", "hnsw_sq")
+SPACE_TYPE = "cosinesimil"  # scores (1 + cos) / 2, the same scale as Elasticsearch's cosine/dot_product
+
+
+def index_body(
+    spec: ModelSpec,
+    *,
+    text_field: str = "text",
+    vector_field: str = "embedding",
+    index_options: str = "hnsw",
+    pipeline: str | None = None,
+    meta: dict | None = None,
+    replicas: int | None = None,
+) -> dict:
+    if index_options not in INDEX_OPTIONS:
+        raise ValueError(f"index_options must be one of {', '.join(INDEX_OPTIONS)}, not {index_options!r}")
+    body = index_template("opensearch")
+    props = body["mappings"]["properties"]
+    vector = props["embedding"]
+    vector["dimension"] = spec.dims
+    vector["method"]["space_type"] = SPACE_TYPE
+    if index_options == "hnsw_sq":
+        vector["method"]["parameters"]["encoder"] = {"name": "sq"}
+    body["mappings"]["properties"] = rename_fields(props, text_field, vector_field)
+    body["mappings"]["_meta"] = e5plugin_meta(**(meta or {}))
+    if pipeline:
+        body["settings"]["index"]["default_pipeline"] = pipeline
+    if replicas is not None:
+        body["settings"]["index"]["number_of_replicas"] = replicas
+    return body
+
+
+def pipeline_body(
+    model_id: str, plan: PrefixPlan, *, text_field: str, vector_field: str, batch_size: int | None = None
+) -> dict:
+    """A ``text_embedding`` pipeline; prefixes into a temporary field only when the cluster cannot."""
+    prefixed_here = plan.ingest is Actor.PIPELINE
+    source = PASSAGE_TMP_FIELD if prefixed_here else text_field
+    embed: dict = {"model_id": model_id, "field_map": {source: vector_field}}
+    if batch_size:
+        embed["batch_size"] = batch_size
+    processors: list[dict] = [clear_marker_processor(), text_processor(plan, text_field)]
+    processors.append({"text_embedding": embed})
+    if prefixed_here:
+        processors.append({"remove": {"field": PASSAGE_TMP_FIELD, "ignore_missing": True}})
+    return {
+        "description": f"e5plugin: embed {text_field} into {vector_field} with {model_id}",
+        "processors": processors,
+        "on_failure": on_failure_processors(),
+    }
+
+
+def knn_query(
+    *,
+    vector_field: str,
+    k: int,
+    vector: list[float] | None = None,
+    model_id: str | None = None,
+    text: str | None = None,
+    filter: dict | None = None,
+) -> dict:
+    """``knn`` with a client-side vector, or ``neural`` where the cluster embeds the text."""
+    if vector is not None:
+        clause: dict = {"vector": list(vector), "k": k}
+        kind = "knn"
+    else:
+        clause = {"query_text": text, "model_id": model_id, "k": k}
+        kind = "neural"
+    if filter:
+        clause["filter"] = filter
+    return {kind: {vector_field: clause}}
+
+
+def exact_query(*, vector_field: str, vector: list[float], filter: dict | None = None) -> dict:
+    """Brute-force scoring with the k-NN plugin's ``knn_score`` script (no approximation)."""
+    return {
+        "script_score": {
+            "query": filter or {"match_all": {}},
+            "script": {
+                "source": "knn_score",
+                "lang": "knn",
+                "params": {"field": vector_field, "query_value": list(vector), "space_type": SPACE_TYPE},
+            },
+        }
+    }
+
+
+def bm25_query(text: str, *, text_field: str, filter: dict | None = None) -> dict:
+    return {"bool": {"must": [{"match": {text_field: text}}], "filter": [filter] if filter else []}}
+
+
+def search_body(query: dict, *, size: int, source: list[str] | bool | None = None) -> dict:
+    body: dict = {"query": query, "size": size}
+    if source is not None:
+        body["_source"] = source
+    return body
+
+
+def hybrid_query(bm25: dict, knn: dict) -> dict:
+    return {"hybrid": {"queries": [bm25, knn]}}
+
+
+def hybrid_search_pipeline_body(technique: str = "rrf", weights: tuple[float, float] = (0.3, 0.7)) -> dict:
+    """A search pipeline that fuses the hybrid query's sub-queries: RRF (2.19+) or min-max normalization."""
+    if technique == "rrf":
+        processor = {"score-ranker-processor": {"combination": {"technique": "rrf", "rank_constant": 60}}}
+    else:
+        processor = {
+            "normalization-processor": {
+                "normalization": {"technique": "min_max"},
+                "combination": {"technique": "arithmetic_mean", "parameters": {"weights": list(weights)}},
+            }
+        }
+    return {"description": "e5plugin: hybrid BM25 + kNN fusion", "phase_results_processors": [processor]}

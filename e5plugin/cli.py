@@ -1,0 +1,655 @@
+"""The `e5plugin` command line: parse options, call the API, print. No logic of its own.
+
+Every option of the top-level group can also come from an environment variable (E5PLUGIN_URL, E5PLUGIN_USERNAME,
+E5PLUGIN_PASSWORD, E5PLUGIN_API_KEY, E5PLUGIN_CA_CERTS, ...) or from a config file (--config, default
+~/.config/e5plugin/config.json). Errors end with one sentence and a distinct exit code (see ``e5plugin.errors``);
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import errors
+from .config import ConnectionConfig
+
+DEFAULT_CONFIG = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "e5plugin" / "config.json"
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+class UserError(click.ClickException):
+    """An e5plugin error shown as one sentence with its own exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class E5Group(click.Group):
+    """Turns e5plugin errors into one-line messages with distinct exit codes (tracebacks only with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except errors.E5PluginError as exc:
+            if _debug(ctx):
+                raise
+            raise UserError(_scrub(str(exc), ctx), exc.exit_code) from exc
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if _debug(ctx):
+                raise
+            message = f"unexpected {type(exc).__name__}: {exc} (re-run with --debug for the traceback)"
+            raise UserError(_scrub(message, ctx), 1) from exc
+
+
+def _debug(ctx: click.Context) -> bool:
+    state = ctx.find_object(State)
+    return bool(state and state.debug) or os.environ.get("E5PLUGIN_DEBUG") == "1"
+
+
+def _scrub(text: str, ctx: click.Context) -> str:
+    state = ctx.find_object(State)
+    for secret in state.config.secrets() if state else []:
+        text = text.replace(secret, "****")
+    return text
+
+
+class State:
+    def __init__(self, config: ConnectionConfig, engine: str, debug: bool) -> None:
+        self.config = config
+        self.engine = engine
+        self.debug = debug
+        self._backend = None
+
+    @property
+    def backend(self):  # noqa: ANN201
+        if self._backend is None:
+            from .engines import connect
+
+            self._backend = connect(self.config, engine=self.engine)
+        return self._backend
+
+
+def _load_config_file(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    path = Path(value) if value else DEFAULT_CONFIG
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"{path} is not valid JSON: {exc}") from exc
+        ctx.default_map = {**data, **(ctx.default_map or {})}
+    elif value:
+        raise click.BadParameter(f"config file {path} does not exist")
+    return value
+
+
+@click.group(cls=E5Group, context_settings={**CONTEXT, "auto_envvar_prefix": "E5PLUGIN"})
+@click.option(
+    "--config", "config_file", callback=_load_config_file, is_eager=True, expose_value=False,
+    help=f"JSON file with option defaults (default {DEFAULT_CONFIG}).",
+)
+@click.option("--url", "urls", multiple=True, help="Cluster URL; repeat for several. [env: E5PLUGIN_URL]")
+@click.option("--cloud-id", help="Elastic Cloud deployment id.")
+@click.option("--username", "-u", help="Basic-auth user.")
+@click.option("--password", "-p", help="Basic-auth password (prefer the env var E5PLUGIN_PASSWORD).")
+@click.option("--api-key", help="Elasticsearch API key (base64 id:key).")
+@click.option("--ca-certs", type=click.Path(exists=True, dir_okay=False), help="CA bundle to verify TLS.")
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (explicit opt-in; avoid).")
+@click.option("--timeout", type=float, default=30.0, show_default=True, help="Request timeout in seconds.")
+@click.option(
+    "--engine", type=click.Choice(["auto", "elasticsearch", "opensearch"]), default="auto", show_default=True
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="e5plugin")
+@click.pass_context
+def cli(ctx: click.Context, urls, cloud_id, username, password, api_key, ca_certs, insecure, timeout, engine, debug):
+    """Put E5 embedding models to work in Elasticsearch and OpenSearch.
+
+    \b
+    Quick start (local node, offline model, sample data, searches):
+      e5plugin demo
+    Your own cluster:
+      export E5PLUGIN_URL=https://search.example.com:9200 E5PLUGIN_USERNAME=... E5PLUGIN_PASSWORD=...
+      e5plugin deploy --model intfloat/e5-small-v2 --index docs
+      e5plugin ingest docs.jsonl --index docs
+      e5plugin search "how do I reset my password" --index docs
+    """
+    if len(urls) == 1 and "," in urls[0]:
+        urls = tuple(u.strip() for u in urls[0].split(",") if u.strip())
+    config = ConnectionConfig(
+        urls=list(urls) or ["http://localhost:9200"],
+        cloud_id=cloud_id,
+        username=username,
+        password=password,
+        api_key=api_key,
+        ca_certs=ca_certs,
+        verify_certs=not insecure,
+        request_timeout=timeout,
+    )
+    ctx.obj = State(config, engine, debug)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _masked(text: str, state: State) -> str:
+    for secret in state.config.secrets():
+        text = text.replace(secret, "****")
+    return text
+
+
+def _mode_option(default: str = "auto"):  # noqa: ANN202
+    return click.option(
+        "--mode",
+        type=click.Choice(["auto", "server", "client"]),
+        default=default,
+        show_default=True,
+        help="server: the cluster embeds (ML); client: e5plugin embeds locally. auto: server when the cluster can.",
+    )
+
+
+def _resolve_model(model: str, query_prefix: str | None, passage_prefix: str | None):  # noqa: ANN202
+    from .models import KNOWN_MODELS, resolve_model
+
+    download = not Path(model).expanduser().is_dir() and model not in KNOWN_MODELS
+    return resolve_model(model, query_prefix=query_prefix, passage_prefix=passage_prefix, download=download)
+
+
+# ---- deploy -------------------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--model", "-m", required=True, help="Hub id (intfloat/e5-small-v2) or a local model directory.")
+@click.option("--index", "-i", required=True, help="Index to create (or check) for the vectors.")
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--vector-field", default="embedding", show_default=True)
+@_mode_option()
+@click.option("--index-options", default="hnsw", show_default=True, help="hnsw, int8_hnsw, bbq_hnsw, flat (ES); hnsw, hnsw_sq (OS).")
+@click.option("--model-id", help="Name of the model in the cluster (default e5plugin-<model>).")
+@click.option("--pipeline", help="Ingest pipeline name (default e5plugin-<index>).")
+@click.option("--replace", is_flag=True, help="Replace a model of the same name that has another source.")
+@click.option("--replicas", type=int, help="number_of_replicas for a new index.")
+@click.option("--query-prefix", help="Override the model's query prefix ('' for none).")
+@click.option("--passage-prefix", help="Override the model's passage prefix ('' for none).")
+@click.option("--allocations", type=int, default=1, show_default=True, help="Elasticsearch: number_of_allocations.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Elasticsearch: threads_per_allocation.")
+@click.option("--deploy-timeout", default="300s", show_default=True)
+@click.option("--dry-run", is_flag=True, help="Print every request it would send; change nothing.")
+@click.pass_obj
+def deploy(state: State, model, index, text_field, vector_field, mode, index_options, model_id, pipeline, replace,
+           replicas, query_prefix, passage_prefix, allocations, threads, deploy_timeout, dry_run):
+    """Model + ingest pipeline + index in one idempotent command.
+
+    \b
+    Example:
+      e5plugin deploy --model intfloat/e5-small-v2 --index docs --mode server
+      e5plugin deploy --model ./models/e5-small-v2 --index docs --mode client --dry-run
+    """
+    from .deploy import DeployRequest
+    from .deploy import deploy as run_deploy
+    from .engines.base import DeploymentOptions
+    from .prefixes import Mode
+
+    backend = state.backend
+    spec = _resolve_model(model, query_prefix, passage_prefix)
+    chosen = Mode.SERVER if mode == "server" or (mode == "auto" and backend.capabilities.ml) else Mode.CLIENT
+    request = DeployRequest(
+        index=index, text_field=text_field, vector_field=vector_field, mode=chosen, index_options=index_options,
+        model_id=model_id, pipeline=pipeline, replace_model=replace, replicas=replicas,
+        deployment=DeploymentOptions(number_of_allocations=allocations, threads_per_allocation=threads,
+                                     timeout=deploy_timeout),
+    )
+    result = run_deploy(backend, spec, request, dry_run=dry_run)
+    if dry_run:
+        click.echo(f"# dry run against {backend.engine} {backend.capabilities.version_text}: nothing was sent")
+        click.echo(f"# connection: {json.dumps(state.config.masked())}")
+        for planned in result.planned:
+            note = f"  # {planned.note}" if planned.note else ""
+            click.echo(f"{planned.method} {planned.path}{note}")
+            if planned.body is not None:
+                click.echo(_masked(json.dumps(planned.body, indent=2, ensure_ascii=False), state))
+        return
+    plan = result.setup.plan
+    click.echo(f"engine      {backend.engine} {backend.capabilities.version_text}")
+    click.echo(f"mode        {chosen.value}")
+    if result.model:
+        click.echo(f"model       {result.model.model_id} ({result.model.action}, {result.model.state})")
+    if result.pipeline_action:
+        click.echo(f"pipeline    {result.setup.pipeline} ({result.pipeline_action})")
+    click.echo(f"index       {index} ({result.index_action})")
+    click.echo(f"prefixes    passage added by {plan.ingest.value}, query added by {plan.query.value}")
+    if not result.changed:
+        click.echo("nothing changed: everything was already in place")
+
+
+# ---- ingest -------------------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("source", type=click.Path(allow_dash=True))
+@click.option("--index", "-i", required=True)
+@click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto", show_default=True)
+@click.option("--id-field", default="id", show_default=True, help="Field holding the document id (else: derived from file + line).")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue after an interrupted run (skips what is safely stored).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the failure report (JSON) here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_obj
+def ingest(state: State, source, index, fmt, id_field, batch_size, resume, report_path, as_json):
+    """Bulk-index a JSON Lines or CSV file (or - for stdin) into an index made by `deploy`.
+
+    \b
+    Example:
+      e5plugin ingest docs.jsonl --index docs
+      cat docs.jsonl | e5plugin ingest - --index docs --resume
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .ingest import Checkpoint, open_input, read_documents
+    from .ingest import ingest as run_ingest
+    from .prefixes import Mode
+    from .search import IndexSetup
+
+    backend = state.backend
+    meta = backend.index_meta(index) if backend.index_exists(index) else {}
+    if not meta:
+        raise errors.ConfigurationError(f"Index {index!r} was not set up by e5plugin: run `e5plugin deploy` first.")
+    setup = IndexSetup.from_meta(meta)
+    embedder = None
+    if setup.mode is Mode.CLIENT:
+        from .embed import Embedder
+
+        embedder = Embedder(setup.spec, plan=setup.plan)
+    stream, name = open_input(source)
+    if fmt == "auto":
+        fmt = "csv" if name.endswith(".csv") else "jsonl"
+    checkpoint = Checkpoint(_checkpoint_path(index, source if source != "-" else "stdin"))
+    if not resume:
+        checkpoint.clear()
+        checkpoint = Checkpoint(checkpoint.path)
+    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  disable=as_json or not sys.stderr.isatty(), transient=True) as bar:
+        task = bar.add_task("ingest", total=None)
+        report = run_ingest(
+            backend, index, read_documents(stream, fmt), text_field=setup.text_field, vector_field=setup.vector_field,
+            embedder=embedder, id_field=id_field, source_name=name, batch_size=batch_size, checkpoint=checkpoint,
+            progress=lambda n: bar.advance(task, n), refresh=True,
+        )
+    if report.ok:
+        checkpoint.clear()
+    if report_path:
+        Path(report_path).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        click.echo(f"indexed {report.indexed}, without vector {report.without_vector}, failed {report.failed}"
+                   + (f", skipped (resumed) {report.skipped}" if report.skipped else ""))
+        for failure in report.failures[:20]:
+            where = f"line {failure.line}" if failure.line else f"id {failure.id}"
+            click.echo(f"  failed {where}: {failure.reason}", err=True)
+        if len(report.failures) > 20:
+            click.echo(f"  ... {len(report.failures) - 20} more (use --report FILE)", err=True)
+    if not report.ok:
+        raise errors.IngestFailedError(
+            f"{report.failed} documents failed (see the list above); fix them and re-run, good rows are stored."
+        )
+
+
+def _checkpoint_path(index: str, source: str) -> Path:
+    import hashlib
+
+    from .devcluster import default_cache_dir
+
+    key = hashlib.sha1(f"{index}\0{Path(source).resolve() if source != 'stdin' else source}".encode()).hexdigest()
+    path = default_cache_dir() / "checkpoints" / f"{index}-{key[:12]}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---- search -------------------------------------------------------------------------------------------------------
+@cli.command()
+@click.argument("text")
+@click.option("--index", "-i", required=True)
+@click.option("-k", "k", type=int, default=5, show_default=True)
+@click.option("--hybrid", is_flag=True, help="BM25 + kNN, fused with reciprocal rank fusion.")
+@click.option("--filter", "filters", multiple=True, help="field=value (term filter); repeatable.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def search(state: State, text, index, k, hybrid, filters, as_json):
+    """Semantic search: top hits for TEXT (the query prefix is handled for you).
+
+    \b
+    Example:
+      e5plugin search "how do I reset my password" --index docs -k 3
+      e5plugin search "Rückerstattung" --index docs --filter lang=de --hybrid --json
+    """
+    from .search import SemanticSearch
+
+    clauses = []
+    for item in filters:
+        field, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"--filter {item!r}: use field=value")
+        clauses.append({"term": {field: value}})
+    helper = SemanticSearch.for_index(index, backend=state.backend)
+    hits = helper.search(text, k=k, filters=clauses or None, hybrid=hybrid)
+    if as_json:
+        _echo_json([{"id": h.id, "score": h.score, "source": _without_vector(h.source, helper)} for h in hits])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{index}: {text}")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("id")
+    table.add_column(helper.setup.text_field, overflow="fold")
+    from .ingest import get_path
+
+    for rank, hit in enumerate(hits, start=1):
+        snippet = str(get_path(hit.source, helper.setup.text_field) or "")[:160]
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.id, snippet)
+    Console().print(table)
+
+
+def _without_vector(source: dict, helper) -> dict:  # noqa: ANN001
+    return {k: v for k, v in source.items() if k != helper.setup.vector_field.split(".")[0]}
+
+
+# ---- reindex / backfill -------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--index", "-i", required=True)
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.pass_obj
+def reindex(state: State, index, batch_size):
+    """Backfill: embed documents that have no vector yet or whose embedding failed.
+
+    \b
+    Example:
+      e5plugin reindex --index docs
+    """
+    from .backfill import backfill
+    from .search import SemanticSearch
+
+    helper = SemanticSearch.for_index(index, backend=state.backend)
+    report = backfill(state.backend, index, helper.setup, batch_size=batch_size,
+                      progress=lambda done, total: click.echo(f"\r{done}/{total}", nl=False, err=True))
+    click.echo(f"\nre-embedded {report.indexed}, still without vector {report.without_vector}, failed {report.failed}")
+    if not report.ok or report.without_vector:
+        raise errors.IngestFailedError(f"{report.failed + report.without_vector} documents still have no vector.")
+
+
+# ---- doctor -------------------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def doctor(state: State, as_json):
+    """Engine, version, licence, ML plugins, models, e5plugin indices, and what is wrong (with a fix each).
+
+    \b
+    Example:
+      e5plugin doctor
+    """
+    from .doctor import diagnose
+
+    report = diagnose(state.backend)
+    if as_json:
+        _echo_json(report.to_dict())
+    else:
+        click.echo(f"engine     {report.engine} {report.version}" + (f" (licence {report.licence})" if report.licence else ""))
+        click.echo(f"ML         {'yes' if report.ml else 'no'}; cluster adds prefixes: {'yes' if report.cluster_prefixes else 'no'}")
+        for entry in report.indices:
+            click.echo(f"index      {entry['index']}: {entry['documents']} docs, mode {entry['mode']}, model "
+                       f"{entry['model']} (sha256 {str(entry['weights_sha256'])[:12]}, revision {entry['revision']})"
+                       + (f", cluster model {entry['model_id']} {entry.get('model_state', '')}" if entry["model_id"] else ""))
+        for model in report.models:
+            click.echo(f"model      {model['model_id']}: {model['state']} (source {model.get('source')})")
+        for problem in report.problems:
+            click.echo(f"PROBLEM    {problem.what}\n  fix:     {problem.fix}")
+        if not report.problems:
+            click.echo("no problems found")
+    if report.problems:
+        sys.exit(1)
+
+
+# ---- model / pipeline / index -------------------------------------------------------------------------------------
+@cli.group(cls=E5Group)
+def model():
+    """Models in the cluster: import, list, status, delete."""
+
+
+@model.command("import")
+@click.option("--model", "-m", "model_name", required=True)
+@click.option("--model-id")
+@click.option("--replace", is_flag=True)
+@click.pass_obj
+def model_import(state: State, model_name, model_id, replace):
+    """Import and deploy a model (server mode), without touching indices.
+
+    \b
+    Example:
+      e5plugin model import --model intfloat/multilingual-e5-small
+    """
+    import tempfile
+
+    from .deploy import validate_name
+    from .prefixes import Mode
+
+    backend = state.backend
+    backend.require_ml()
+    spec = _resolve_model(model_name, None, None)
+    name = validate_name("model", model_id or f"e5plugin-{spec.short_name}")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = backend.import_model(spec, backend.prefix_plan(spec, Mode.SERVER), model_id=name,
+                                      work_dir=Path(tmp), replace=replace)
+    click.echo(f"{result.model_id}: {result.action}, {result.state}")
+
+
+@model.command("list")
+@click.pass_obj
+def model_list(state: State):
+    """Models e5plugin deployed, with their state and source.
+
+    \b
+    Example:
+      e5plugin model list
+    """
+    state.backend.require_ml()
+    for item in state.backend.list_models():
+        click.echo(f"{item.model_id}\t{item.state}\t{item.provenance.get('source')}\t{item.provenance.get('weights_sha256')}")
+
+
+@model.command("status")
+@click.argument("model_id")
+@click.pass_obj
+def model_status(state: State, model_id):
+    """State of one model. Example: e5plugin model status e5plugin-e5-small-v2"""
+    state.backend.require_ml()
+    click.echo(state.backend.model_state(model_id))
+
+
+@model.command("delete")
+@click.argument("model_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def model_delete(state: State, model_id, yes):
+    """Undeploy and delete a model. Example: e5plugin model delete e5plugin-e5-small-v2 --yes"""
+    if not yes:
+        click.confirm(f"Delete model {model_id}?", abort=True)
+    state.backend.require_ml()
+    state.backend.delete_model(model_id)
+    click.echo(f"deleted {model_id}")
+
+
+@model.command("pull")
+@click.argument("model_name")
+@click.option("--to", "target", required=True, type=click.Path(file_okay=False), help="Directory to write.")
+@click.option("--revision", help="Hub revision (branch, tag or commit) to pin.")
+def model_pull(model_name, target, revision):
+    """Download a hub model once, with a manifest of file hashes, for air-gapped deploys.
+
+    \b
+    Example:
+      e5plugin model pull intfloat/e5-small-v2 --to ./models/e5-small-v2
+    """
+    from .manifest import pull
+
+    manifest = pull(model_name, Path(target), revision=revision)
+    click.echo(f"{model_name} @ {manifest['revision']}: {len(manifest['files'])} files in {target}")
+
+
+@cli.group(cls=E5Group)
+def pipeline():
+    """Ingest pipelines: install, show."""
+
+
+@pipeline.command("install")
+@click.option("--index", "-i", required=True, help="An index made by deploy --mode server.")
+@click.pass_obj
+def pipeline_install(state: State, index):
+    """(Re)install the embedding pipeline recorded for an index. Example: e5plugin pipeline install --index docs"""
+    from .search import SemanticSearch
+
+    setup = SemanticSearch.for_index(index, backend=state.backend).setup
+    if not setup.pipeline:
+        raise errors.ConfigurationError(f"Index {index!r} is in client mode: it has no ingest pipeline.")
+    body = state.backend.bodies.pipeline_body(setup.model_id, setup.plan, text_field=setup.text_field,
+                                              vector_field=setup.vector_field)
+    click.echo(f"{setup.pipeline}: {state.backend.put_pipeline(setup.pipeline, body)}")
+
+
+@pipeline.command("show")
+@click.argument("name")
+@click.pass_obj
+def pipeline_show(state: State, name):
+    """Print a pipeline. Example: e5plugin pipeline show e5plugin-docs"""
+    body = state.backend.get_pipeline(name)
+    if body is None:
+        raise errors.ConfigurationError(f"No pipeline named {name!r}.")
+    _echo_json(body)
+
+
+@cli.group("index", cls=E5Group)
+def index_group():
+    """Indices: create."""
+
+
+@index_group.command("create")
+@click.option("--model", "-m", required=True)
+@click.option("--index", "-i", required=True)
+@click.option("--text-field", default="text", show_default=True)
+@click.option("--vector-field", default="embedding", show_default=True)
+@click.option("--index-options", default="hnsw", show_default=True)
+@click.option("--dry-run", is_flag=True)
+@click.pass_obj
+def index_create(state: State, model, index, text_field, vector_field, index_options, dry_run):
+    """Create a client-mode index for a model (dims and similarity from the model).
+
+    \b
+    Example:
+      e5plugin index create --model intfloat/e5-small-v2 --index docs
+    """
+    from .deploy import DeployRequest
+    from .deploy import deploy as run_deploy
+    from .prefixes import Mode
+
+    spec = _resolve_model(model, None, None)
+    result = run_deploy(state.backend, spec, DeployRequest(index=index, text_field=text_field, vector_field=vector_field,
+                        mode=Mode.CLIENT, index_options=index_options), dry_run=dry_run)
+    if dry_run:
+        for planned in result.planned:
+            click.echo(f"{planned.method} {planned.path}\n{json.dumps(planned.body, indent=2)}")
+    else:
+        click.echo(f"{index}: {result.index_action}")
+
+
+# ---- dev-cluster ---------------------------------------------------------------------------------------------------
+@cli.group("dev-cluster", cls=E5Group)
+def dev_cluster():
+    """A local node assembled from Maven Central (no Docker): up, down, status."""
+
+
+@dev_cluster.command("up")
+@click.option("--engine", "engine", type=click.Choice(["opensearch", "elasticsearch"]), default="opensearch",
+              show_default=True)
+@click.option("--port", type=int, default=9200, show_default=True)
+@click.option("--heap", default="1g", show_default=True)
+@click.option("--fresh", is_flag=True, help="Wipe the node's data first.")
+def dev_cluster_up(engine, port, heap, fresh):
+    """Download (once), assemble and start a node on 127.0.0.1.
+
+    \b
+    Example:
+      e5plugin dev-cluster up --engine opensearch
+      export E5PLUGIN_URL=http://127.0.0.1:9200
+    """
+    from .devcluster import start_node
+    from .devcluster.node import port_is_free
+
+    if not port_is_free(port):
+        raise errors.ConfigurationError(f"Port {port} is in use: pass --port, or stop what runs there.")
+    node = start_node(engine, name=f"dev-{engine}", heap=heap, fresh=fresh, http_port=port,
+                      progress=lambda m: click.echo(m, err=True))
+    if engine == "opensearch":
+        from .devcluster.opensearch import apply_ml_one_node_settings
+
+        apply_ml_one_node_settings(node)
+    click.echo(f"{engine} {node.version} running at {node.url} (pid {node.pid}, data {node.data_dir})")
+    click.echo(f"export E5PLUGIN_URL={node.url}")
+
+
+@dev_cluster.command("down")
+@click.option("--engine", "engine", type=click.Choice(["opensearch", "elasticsearch", "all"]), default="all")
+def dev_cluster_down(engine):
+    """Stop the dev node(s). Example: e5plugin dev-cluster down"""
+    from .devcluster import ENGINES, default_cache_dir, node_workdir
+    from .devcluster.node import Node
+
+    for name in ENGINES if engine == "all" else (engine,):
+        node = Node.load_state(node_workdir(default_cache_dir(), f"dev-{name}"))
+        if node and node.is_alive():
+            node.stop()
+            click.echo(f"stopped {name} ({node.url})")
+
+
+@dev_cluster.command("status")
+def dev_cluster_status():
+    """Which dev nodes run. Example: e5plugin dev-cluster status"""
+    from .devcluster import ENGINES, default_cache_dir, node_workdir
+    from .devcluster.node import Node
+
+    for name in ENGINES:
+        node = Node.load_state(node_workdir(default_cache_dir(), f"dev-{name}"))
+        running = bool(node and node.is_alive())
+        click.echo(f"{name}: " + (f"running at {node.url} (pid {node.pid})" if running else "not running"))
+
+
+# ---- demo ---------------------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--model", "-m", default="intfloat/e5-small-v2", show_default=True,
+              help="Hub id or local directory; falls back to an offline model when the hub cannot be reached.")
+@click.option("--port", type=int, default=9200, show_default=True)
+def demo(model, port):
+    """One command: local OpenSearch node, a model deployed into it, sample FAQ documents, a few searches.
+
+    \b
+    Example:
+      e5plugin demo
+    """
+    from .demo import run_demo
+
+    run_demo(model=model, port=port, echo=click.echo)
+
+
+def main() -> None:
+    cli(prog_name="e5plugin")
+
+
+if __name__ == "__main__":
+    main()

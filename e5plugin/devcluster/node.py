@@ -1,0 +1,251 @@
+"""Run one Elasticsearch or OpenSearch node as a child process: start, wait until healthy, stop, kill, restart.
+
+Engine-specific assembly (which artifacts make a home directory) lives in ``opensearch.py`` and
+``elasticsearch.py``; this module only knows how to run a home directory on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+class NodeStartError(RuntimeError):
+    """The node did not become healthy; the message carries the tail of its log."""
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Node:
+    """One node process. ``engine`` is ``"opensearch"`` or ``"elasticsearch"`` (the name of its ``bin/`` script)."""
+
+    name: str
+    engine: str
+    version: str
+    home: Path
+    java_home: Path
+    workdir: Path
+    http_port: int = 0
+    heap: str = "1g"
+    settings: dict[str, str] = field(default_factory=dict)
+    username: str | None = None
+    password: str | None = None
+    scheme: str = "http"
+    ca_certs: Path | None = None
+    pid: int | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    java_opts: list[str] = field(default_factory=list)
+
+    # ---- addresses -------------------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.workdir / "logs"
+
+    @property
+    def config_dir(self) -> Path:
+        return self.workdir / "config"
+
+    @property
+    def console_log(self) -> Path:
+        return self.logs_dir / "console.log"
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    def _command(self) -> list[str]:
+        all_settings = {
+            "cluster.name": f"e5plugin-{self.name}",
+            "node.name": self.name,
+            "network.host": "127.0.0.1",
+            "http.port": str(self.http_port),
+            "transport.port": "0",
+            "discovery.type": "single-node",
+            "path.data": str(self.data_dir),
+            "path.logs": str(self.logs_dir),
+            **self.settings,
+        }
+        cmd = [str(self.home / "bin" / self.engine)]
+        if os.geteuid() == 0:
+            # Both engines refuse to run as root ("can not run ... as root"). Map root to an unprivileged uid in a
+            # user namespace: the node sees a non-root euid, while files keep root's ownership outside.
+            uid = os.environ.get("E5PLUGIN_NODE_UID", "1000")
+            cmd = ["unshare", "--user", f"--map-user={uid}", f"--map-group={uid}", *cmd]
+        for key, value in all_settings.items():
+            cmd += ["-E", f"{key}={value}"]
+        return cmd
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        prefix = "OPENSEARCH" if self.engine == "opensearch" else "ES"
+        env[f"{prefix}_JAVA_HOME"] = str(self.java_home)
+        env["JAVA_HOME"] = str(self.java_home)
+        env[f"{prefix}_JAVA_OPTS"] = " ".join(
+            [f"-Xms{self.heap}", f"-Xmx{self.heap}", *self.java_opts, env.get(f"E5PLUGIN_{prefix}_JAVA_OPTS", "")]
+        ).strip()
+        env[f"{prefix}_PATH_CONF"] = str(self.config_dir)
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout: float = 180.0) -> Node:
+        """Start the process (keeping port and data of an earlier run) and wait until it answers healthy."""
+        if self.is_alive():
+            return self
+        if not self.http_port:
+            self.http_port = free_port()
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.config_dir.exists():
+            shutil.copytree(self.home / "config", self.config_dir)
+        with open(self.console_log, "ab") as log:
+            proc = subprocess.Popen(
+                self._command(),
+                cwd=self.workdir,
+                env=self._env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid = proc.pid
+        self._proc = proc
+        self.save_state()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        last_error = ""
+        while time.monotonic() < deadline:
+            if not self.is_alive():
+                raise NodeStartError(f"{self.engine} node {self.name!r} exited during start.\n{self.log_tail()}")
+            try:
+                health = self.request("GET", "/_cluster/health")
+                if health.get("status") in ("green", "yellow"):
+                    return
+                last_error = f"status {health.get('status')}"
+            except (OSError, urllib.error.URLError, ValueError) as exc:
+                last_error = str(exc)
+            time.sleep(1.0)
+        raise NodeStartError(
+            f"{self.engine} node {self.name!r} not healthy after {timeout:.0f}s ({last_error}).\n{self.log_tail()}"
+        )
+
+    def is_alive(self) -> bool:
+        if not self.pid:
+            return False
+        proc = getattr(self, "_proc", None)
+        if proc is not None:
+            return proc.poll() is None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.pid, sig)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            pass
+
+    def _wait_exit(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.is_alive():
+                return True
+            time.sleep(0.2)
+        return not self.is_alive()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """Graceful stop (SIGTERM), then SIGKILL if it does not exit in time."""
+        if not self.is_alive():
+            self.pid = None
+            return
+        self._signal_group(signal.SIGTERM)
+        if not self._wait_exit(timeout):
+            self._signal_group(signal.SIGKILL)
+            self._wait_exit(10)
+        self.pid = None
+        self.save_state()
+
+    def kill(self) -> None:
+        """Hard kill (SIGKILL), as a crash would: for fault-injection tests."""
+        if self.is_alive():
+            self._signal_group(signal.SIGKILL)
+            self._wait_exit(30)
+        self.pid = None
+
+    def restart(self, timeout: float = 180.0) -> Node:
+        self.stop()
+        return self.start(timeout)
+
+    # ---- plumbing --------------------------------------------------------------------------------------------
+    def request(self, method: str, path: str, body: object | None = None, timeout: float = 10.0) -> dict:
+        """A small HTTP call used for readiness and setup (the product itself uses the official clients)."""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Content-Type", "application/json")
+        if self.username:
+            token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+        context = ssl.create_default_context(cafile=str(self.ca_certs)) if self.ca_certs else None
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        for path in (self.console_log, self.logs_dir / f"e5plugin-{self.name}.log"):
+            if path.is_file():
+                return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return "(no log written)"
+
+    def state_file(self) -> Path:
+        return self.workdir / "node.json"
+
+    def save_state(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        state = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        self.state_file().write_text(json.dumps(state, indent=2))
+
+    @classmethod
+    def load_state(cls, workdir: Path) -> Node | None:
+        path = Path(workdir) / "node.json"
+        if not path.is_file():
+            return None
+        state = json.loads(path.read_text())
+        for key in ("home", "java_home", "workdir", "ca_certs"):
+            if state.get(key):
+                state[key] = Path(state[key])
+        return cls(**state)

@@ -1,0 +1,100 @@
+"""`doctor`: what the cluster is, what e5plugin set up there, and what is wrong with a concrete fix for each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .bodies import ERROR_FIELD, META_KEY
+from .engines.base import Backend
+from .prefixes import Mode
+
+HEALTHY_MODEL_STATES = ("started", "DEPLOYED", "PARTIALLY_DEPLOYED")
+
+
+@dataclass
+class Problem:
+    what: str
+    fix: str
+
+
+@dataclass
+class Report:
+    engine: str
+    version: str
+    licence: str | None
+    ml: bool
+    cluster_prefixes: bool
+    plugins: list[str]
+    indices: list[dict] = field(default_factory=list)
+    models: list[dict] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "problems": [p.__dict__ for p in self.problems]}
+
+
+def e5plugin_indices(backend: Backend) -> dict[str, dict]:
+    """Index name -> the setup e5plugin recorded in its ``_meta``."""
+    with backend.errors():
+        mappings = dict(backend.client.indices.get_mapping(index="*", expand_wildcards="open"))
+    out = {}
+    for name, data in mappings.items():
+        meta = data.get("mappings", {}).get("_meta", {}).get(META_KEY)
+        if meta:
+            out[name] = meta
+    return out
+
+
+def diagnose(backend: Backend) -> Report:
+    caps = backend.capabilities
+    report = Report(caps.engine, caps.version_text, caps.licence, caps.ml, caps.cluster_prefixes, caps.plugins)
+    if not caps.ml:
+        report.problems.append(Problem(caps.ml_reason, "Client-side mode works on this cluster: --mode client."))
+    states: dict[str, str] = {}
+    for name, meta in sorted(e5plugin_indices(backend).items()):
+        entry = {
+            "index": name,
+            "mode": meta.get("mode"),
+            "model": meta.get("model", {}).get("model_id"),
+            "revision": meta.get("model", {}).get("revision"),
+            "weights_sha256": meta.get("model", {}).get("weights_sha256"),
+            "model_id": meta.get("model_id"),
+            "pipeline": meta.get("pipeline"),
+            "documents": backend.count(name),
+            "embedding_failures": backend.count(name, {"exists": {"field": ERROR_FIELD}}),
+        }
+        report.indices.append(entry)
+        if entry["embedding_failures"]:
+            report.problems.append(
+                Problem(
+                    f"{entry['embedding_failures']} documents in {name!r} have no vector (embedding failed).",
+                    f"Fix the cause shown in {ERROR_FIELD}.reason, then run: e5plugin reindex --index {name}",
+                )
+            )
+        if meta.get("mode") != Mode.SERVER.value or not meta.get("model_id"):
+            continue
+        model_id = meta["model_id"]
+        if model_id not in states:
+            states[model_id] = backend.model_state(model_id) if caps.ml else "unavailable"
+        state = states[model_id]
+        entry["model_state"] = state
+        if state not in HEALTHY_MODEL_STATES:
+            report.problems.append(
+                Problem(
+                    f"Model {model_id!r} used by index {name!r} is {state}: ingest and search on it fail.",
+                    f"Run: e5plugin deploy --index {name} --model {meta.get('model', {}).get('model_id')} "
+                    "--mode server (it redeploys the same model, nothing else changes)",
+                )
+            )
+        if meta.get("pipeline") and backend.get_pipeline(meta["pipeline"]) is None:
+            report.problems.append(
+                Problem(
+                    f"Pipeline {meta['pipeline']!r} of index {name!r} is missing: new documents get no vectors.",
+                    f"Run: e5plugin pipeline install --index {name}",
+                )
+            )
+    if caps.ml:
+        report.models = [
+            {"model_id": m.model_id, "state": m.state, **m.provenance} for m in backend.list_models()
+        ]
+    return report

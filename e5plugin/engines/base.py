@@ -1,0 +1,372 @@
+"""The small interface every engine backend implements, and engine detection.
+
+Everything that differs between Elasticsearch and OpenSearch (request bodies, APIs, client libraries, error
+classes) lives behind :class:`Backend`; the rest of e5plugin asks it, never ``if engine == ...``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import urllib3
+
+from ..config import ConnectionConfig
+from ..errors import (
+    AuthenticationError,
+    ClusterUnreachableError,
+    ConflictError,
+    DimensionMismatchError,
+    E5PluginError,
+    MissingCapabilityError,
+)
+from ..models import ModelSpec
+from ..prefixes import Mode, PrefixPlan, plan_prefixes
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in text.split("-")[0].split(".")[:3]]
+    return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
+
+
+@dataclass
+class Capabilities:
+    engine: str
+    version: tuple[int, int, int]
+    ml: bool = False  # the cluster can run a text-embedding model
+    ml_reason: str = ""  # why not, in one sentence with the fix
+    cluster_prefixes: bool = False  # the model config can carry passage/query prefixes
+    native_hybrid: bool = False  # the engine fuses BM25 + kNN itself
+    ingest_scripts: bool = False  # painless script/set/remove processors are there
+    plugins: list[str] = field(default_factory=list)
+    licence: str | None = None
+
+    @property
+    def version_text(self) -> str:
+        return ".".join(map(str, self.version))
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    source: dict
+    index: str = ""
+
+    @property
+    def similarity(self) -> float:
+        """Cosine similarity, recovered from the engines' (1 + cos) / 2 score."""
+        return 2.0 * self.score - 1.0
+
+
+class Backend(ABC):
+    """One engine. Subclasses set ``engine``, ``bodies`` and implement the abstract methods."""
+
+    engine: str
+    bodies: ModuleType
+    index_options: tuple[str, ...]
+
+    def __init__(self, client: Any, config: ConnectionConfig) -> None:
+        self.client = client
+        self.config = config
+        self._capabilities: Capabilities | None = None
+
+    # ---- facts ------------------------------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> Capabilities:
+        if self._capabilities is None:
+            with self.errors():
+                self._capabilities = self._detect_capabilities()
+        return self._capabilities
+
+    @abstractmethod
+    def _detect_capabilities(self) -> Capabilities: ...
+
+    def prefix_plan(self, spec: ModelSpec, mode: Mode) -> PrefixPlan:
+        return plan_prefixes(spec, mode, self.capabilities.cluster_prefixes)
+
+    def require_ml(self) -> None:
+        caps = self.capabilities
+        if not caps.ml:
+            raise MissingCapabilityError(caps.ml_reason or f"This {self.engine} cluster cannot run models.")
+
+    # ---- errors -----------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """Translate the client library's exceptions into e5plugin's one-sentence errors."""
+        try:
+            yield
+        except E5PluginError:
+            raise
+        except Exception as exc:
+            mapped = self._map_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+
+    @abstractmethod
+    def _map_error(self, exc: Exception) -> E5PluginError | None: ...
+
+    def _scrub(self, text: str) -> str:
+        for secret in self.config.secrets():
+            text = text.replace(secret, "****")
+        return text
+
+    # ---- indices ----------------------------------------------------------------------------------------------
+    def index_body(self, spec: ModelSpec, **kwargs: Any) -> dict:
+        return self.bodies.index_body(spec, **kwargs)
+
+    def index_exists(self, index: str) -> bool:
+        with self.errors():
+            return bool(self.client.indices.exists(index=index))
+
+    def get_mapping(self, index: str) -> dict:
+        with self.errors():
+            response = self.client.indices.get_mapping(index=index)
+        data = dict(response)
+        return next(iter(data.values()))["mappings"]
+
+    def index_meta(self, index: str) -> dict:
+        """What e5plugin recorded about the index (model, mode, fields, prefix plan)."""
+        return self.get_mapping(index).get("_meta", {}).get(self.bodies_meta_key, {})
+
+    bodies_meta_key = "e5plugin"
+
+    @abstractmethod
+    def vector_dims(self, mapping: dict, vector_field: str) -> int | None: ...
+
+    def ensure_index(self, index: str, body: dict, *, vector_field: str, dims: int) -> str:
+        """Create the index, or check that the existing one fits. Returns ``created`` or ``exists``."""
+        if self.index_exists(index):
+            existing = self.vector_dims(self.get_mapping(index), vector_field)
+            if existing is None:
+                raise ConflictError(
+                    f"Index {index!r} exists without a vector field {vector_field!r}; choose another index name "
+                    f"or --vector-field, or backfill it with `e5plugin reindex`."
+                )
+            if existing != dims:
+                raise DimensionMismatchError(
+                    f"Index {index!r} has {existing}-dim vectors in {vector_field!r} but the model makes {dims}; "
+                    "use a new index for this model (then switch an alias), or the model the index was built with."
+                )
+            return "exists"
+        with self.errors():
+            self.client.indices.create(index=index, body=body)
+        return "created"
+
+    def delete_index(self, index: str) -> None:
+        with self.errors():
+            self.client.indices.delete(index=index, ignore_unavailable=True)
+
+    def refresh(self, index: str) -> None:
+        with self.errors():
+            self.client.indices.refresh(index=index)
+
+    def count(self, index: str, query: dict | None = None) -> int:
+        with self.errors():
+            body = {"query": query} if query else None
+            return int(self.client.count(index=index, body=body)["count"])
+
+    # ---- pipelines --------------------------------------------------------------------------------------------
+    def put_pipeline(self, name: str, body: dict) -> str:
+        """Create or update; returns ``created``, ``updated`` or ``unchanged`` (re-runs are no-ops)."""
+        current = self.get_pipeline(name)
+        if current is not None and _same(current, body):
+            return "unchanged"
+        with self.errors():
+            self.client.ingest.put_pipeline(id=name, body=body)
+        return "updated" if current is not None else "created"
+
+    def get_pipeline(self, name: str) -> dict | None:
+        with self.errors():
+            try:
+                return dict(self.client.ingest.get_pipeline(id=name))[name]
+            except Exception as exc:
+                if getattr(exc, "status_code", None) == 404 or type(exc).__name__ == "NotFoundError":
+                    return None
+                raise
+
+    # ---- documents --------------------------------------------------------------------------------------------
+    def scan(self, index: str, body: dict, size: int = 500) -> Iterator[dict]:
+        """Every matching document (scroll), as raw hits."""
+        with self.errors():
+            yield from self._helpers().scan(self.client, query=body, index=index, size=size, preserve_order=False)
+
+    @abstractmethod
+    def _helpers(self) -> ModuleType:
+        """The client library's ``helpers`` module (bulk, scan)."""
+
+    def streaming_bulk(self, actions: Iterable[dict], **kwargs: Any) -> Iterator[tuple[bool, dict]]:
+        return self._helpers().streaming_bulk(self.client, actions, **kwargs)
+
+    def get_document(self, index: str, doc_id: str) -> dict | None:
+        """A stored document's source, vectors included (Elasticsearch 9 leaves them out by default)."""
+        with self.errors():
+            try:
+                return dict(self.client.get(index=index, id=doc_id, **self._with_vectors()))["_source"]
+            except Exception as exc:  # noqa: BLE001
+                if type(exc).__name__ == "NotFoundError":
+                    return None
+                raise
+
+    def _with_vectors(self) -> dict:
+        return {}
+
+    def search(self, index: str, body: dict, **params: Any) -> dict:
+        with self.errors():
+            return dict(self.client.search(index=index, body=body, **params))
+
+    @staticmethod
+    def hits(response: dict) -> list[Hit]:
+        return [
+            Hit(id=h["_id"], score=float(h["_score"] or 0.0), source=h.get("_source", {}), index=h.get("_index", ""))
+            for h in response["hits"]["hits"]
+        ]
+
+    # ---- search bodies (engine-specific) ----------------------------------------------------------------------
+    @abstractmethod
+    def knn_body(
+        self,
+        *,
+        vector_field: str,
+        k: int,
+        num_candidates: int,
+        vector: list[float] | None = None,
+        model_id: str | None = None,
+        text: str | None = None,
+        filters: list[dict] | None = None,
+        source: list[str] | bool | None = None,
+        exact: bool = False,
+    ) -> dict: ...
+
+    @abstractmethod
+    def bm25_body(
+        self, text: str, *, text_field: str, size: int, filters: list[dict] | None, source: list[str] | bool | None
+    ) -> dict: ...
+
+    def native_hybrid_search(self, index: str, **kwargs: Any) -> list[Hit] | None:
+        """Hybrid search inside the engine; ``None`` when it cannot (the caller then fuses client-side)."""
+        return None
+
+    # ---- models (server mode) ---------------------------------------------------------------------------------
+    @abstractmethod
+    def import_model(
+        self,
+        spec: ModelSpec,
+        plan: PrefixPlan,
+        *,
+        model_id: str,
+        work_dir: Any,
+        options: Any = None,
+        replace: bool = False,
+    ) -> Any:
+        """Register/import and deploy the model; idempotent (same source: reused)."""
+
+    @abstractmethod
+    def planned_model_requests(self, spec: ModelSpec, plan: PrefixPlan, *, model_id: str) -> list[Any]:
+        """What ``import_model`` would send, for ``--dry-run`` (large payloads summarized)."""
+
+    @abstractmethod
+    def model_state(self, model_id: str) -> str: ...
+
+    @abstractmethod
+    def delete_model(self, model_id: str) -> None: ...
+
+    @abstractmethod
+    def list_models(self) -> list[Any]: ...
+
+
+def _same(current: dict, wanted: dict) -> bool:
+    return json.dumps(current, sort_keys=True) == json.dumps(wanted, sort_keys=True)
+
+
+def detect_engine(config: ConnectionConfig) -> tuple[str, str]:
+    """(engine, version) from the first reachable URL, without assuming either client's product checks."""
+    if config.cloud_id:
+        return "elasticsearch", ""
+    headers = {"Accept": "application/json"}
+    if config.api_key:
+        headers["Authorization"] = f"ApiKey {config.api_key}"
+    elif config.username:
+        token = base64.b64encode(f"{config.username}:{config.password or ''}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    pool = urllib3.PoolManager(
+        cert_reqs="CERT_REQUIRED" if config.verify_certs else "CERT_NONE",
+        ca_certs=config.ca_certs,
+        timeout=urllib3.Timeout(connect=5.0, read=config.request_timeout),
+        retries=False,
+    )
+    last: Exception | None = None
+    with _quiet_insecure(not config.verify_certs):
+        for url in config.urls:
+            base = url.rstrip("/")
+            try:
+                root = pool.request("GET", base + "/", headers=headers)
+                if root.status == 401:
+                    raise AuthenticationError(
+                        f"{base} refused the credentials (HTTP 401): check --username/--password or --api-key."
+                    )
+                product = root.headers.get("X-elastic-product", "")
+                if root.status == 200:
+                    info = json.loads(root.data or b"{}")
+                    version = info.get("version", {})
+                    if version.get("distribution") == "opensearch":
+                        return "opensearch", version.get("number", "")
+                    return "elasticsearch", version.get("number", "")
+                if product == "Elasticsearch":  # the integ-test distribution has no `GET /`
+                    nodes = pool.request("GET", base + "/_nodes/_local?filter_path=nodes.*.version", headers=headers)
+                    data = json.loads(nodes.data or b"{}")
+                    return "elasticsearch", next(iter(data.get("nodes", {}).values()), {}).get("version", "")
+                last = ClusterUnreachableError(
+                    f"{base} answered HTTP {root.status} and is not Elasticsearch/OpenSearch."
+                )
+            except urllib3.exceptions.SSLError as exc:
+                raise ClusterUnreachableError(
+                    f"TLS verification failed for {base} ({exc.reason if hasattr(exc, 'reason') else exc}); "
+                    "pass the cluster's CA with --ca-certs (or, knowingly, --insecure)."
+                ) from exc
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                last = exc
+    raise ClusterUnreachableError(
+        f"Cannot reach a cluster at {', '.join(config.urls)} ({type(last).__name__ if last else 'no URL'}); "
+        "check the URL (E5PLUGIN_URL), that the cluster runs, and the network. `e5plugin dev-cluster up` starts one."
+    )
+
+
+@contextlib.contextmanager
+def _quiet_insecure(active: bool) -> Iterator[None]:
+    import warnings
+
+    with warnings.catch_warnings():
+        if active:
+            warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+        yield
+
+
+BackendFactory = Callable[[ConnectionConfig], Backend]
+
+
+@dataclass
+class DeploymentOptions:
+    """How the cluster runs the model (Elasticsearch deployment options; OpenSearch uses what applies)."""
+
+    number_of_allocations: int = 1
+    threads_per_allocation: int = 1
+    priority: str = "normal"
+    queue_capacity: int = 1024
+    wait_for: str = "started"
+    timeout: str = "300s"
+
+
+@dataclass
+class DeployedModel:
+    model_id: str
+    state: str  # e.g. started / DEPLOYED / REGISTERED / absent
+    provenance: dict = field(default_factory=dict)
+    action: str = ""  # created / reused / replaced

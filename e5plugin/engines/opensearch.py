@@ -1,0 +1,350 @@
+"""OpenSearch backend (2.x/3.x): opensearch-py client, k-NN, ml-commons models, neural-search."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import opensearchpy
+from opensearchpy import helpers
+
+from .. import errors
+from ..bodies import opensearch as bodies
+from ..config import ConnectionConfig
+from ..models import ModelSpec, ensure_local
+from ..packaging import mlcommons, provenance
+from ..prefixes import PrefixPlan
+from .base import Backend, Capabilities, DeployedModel, DeploymentOptions, Hit, parse_version
+
+HYBRID_PIPELINE = "e5plugin-hybrid-rrf"
+#: neural-search reads query_prefix / passage_prefix from the ml-commons model config from this version on.
+PREFIX_SUPPORT_SINCE = (3, 5, 0)
+RRF_SINCE = (2, 19, 0)
+
+
+class OpenSearchBackend(Backend):
+    engine = "opensearch"
+    bodies = bodies
+    index_options = bodies.INDEX_OPTIONS
+
+    @classmethod
+    def connect(cls, config: ConnectionConfig) -> OpenSearchBackend:
+        if config.cloud_id:
+            raise errors.ConfigurationError("--cloud-id is an Elastic Cloud setting; for OpenSearch pass --url.")
+        if config.api_key:
+            raise errors.ConfigurationError(
+                "OpenSearch has no API keys in the Elasticsearch sense; use --username/--password."
+            )
+        kwargs = config.client_kwargs()
+        kwargs["hosts"] = config.urls
+        if config.username:
+            kwargs["http_auth"] = (config.username, config.password or "")
+        kwargs["timeout"] = kwargs.pop("request_timeout")
+        return cls(opensearchpy.OpenSearch(**kwargs), config)
+
+    def _detect_capabilities(self) -> Capabilities:
+        info = self.client.info()
+        version = parse_version(info["version"]["number"])
+        nodes = self.client.nodes.info(node_id="_local", metric="plugins")
+        node = next(iter(nodes["nodes"].values()))
+        plugins = {p["name"]: p.get("version", "") for p in node.get("plugins", [])}
+        modules = {m["name"] for m in node.get("modules", [])}
+        has_ml = "opensearch-ml" in plugins
+        has_neural = "opensearch-neural-search" in plugins
+        neural_version = parse_version(plugins.get("opensearch-neural-search", "0"))
+        reason = ""
+        if not has_ml:
+            reason = (
+                "This OpenSearch cluster has no ml-commons plugin (opensearch-ml); install it or use --mode client."
+            )
+        elif not has_neural:
+            reason = (
+                "This OpenSearch cluster has ml-commons but no neural-search plugin (needed for the text_embedding "
+                "processor and neural query); install opensearch-neural-search or use --mode client."
+            )
+        return Capabilities(
+            engine=self.engine,
+            version=version,
+            ml=has_ml and has_neural,
+            ml_reason=reason,
+            cluster_prefixes=has_ml and has_neural and neural_version >= PREFIX_SUPPORT_SINCE,
+            native_hybrid=has_neural and version >= RRF_SINCE,
+            ingest_scripts={"lang-painless", "ingest-common"} <= modules,
+            plugins=sorted(set(plugins) | modules),
+        )
+
+    def _map_error(self, exc: Exception) -> errors.E5PluginError | None:
+        hosts = ", ".join(self.config.urls)
+        if isinstance(exc, opensearchpy.AuthenticationException):
+            return errors.AuthenticationError(
+                f"OpenSearch at {hosts} refused the credentials (HTTP 401): check --username/--password."
+            )
+        if isinstance(exc, opensearchpy.AuthorizationException):
+            return errors.PermissionDeniedError("OpenSearch denied the request (HTTP 403): " + self._scrub(str(exc)))
+        if isinstance(exc, opensearchpy.ConnectionError | opensearchpy.ConnectionTimeout):
+            return errors.ClusterUnreachableError(
+                f"Cannot reach OpenSearch at {hosts}: {self._scrub(str(exc))}. Check the URL and that it runs."
+            )
+        return None
+
+    def vector_dims(self, mapping: dict, vector_field: str) -> int | None:
+        node: dict = mapping
+        for part in vector_field.split("."):
+            node = node.get("properties", {}).get(part, {})
+        return node.get("dimension") if node.get("type") == "knn_vector" else None
+
+    def _helpers(self) -> ModuleType:
+        return helpers
+
+    @staticmethod
+    def _filter(filters: list[dict] | None) -> dict | None:
+        if not filters:
+            return None
+        return filters[0] if len(filters) == 1 else {"bool": {"filter": filters}}
+
+    def knn_body(
+        self,
+        *,
+        vector_field: str,
+        k: int,
+        num_candidates: int,
+        vector: list[float] | None = None,
+        model_id: str | None = None,
+        text: str | None = None,
+        filters: list[dict] | None = None,
+        source: list[str] | bool | None = None,
+        exact: bool = False,
+    ) -> dict:
+        if exact and vector is not None:
+            query = bodies.exact_query(vector_field=vector_field, vector=vector, filter=self._filter(filters))
+        else:
+            query = bodies.knn_query(
+                vector_field=vector_field,
+                k=k,
+                vector=vector,
+                model_id=model_id,
+                text=text,
+                filter=self._filter(filters),
+            )
+        return bodies.search_body(query, size=k, source=source)
+
+    def bm25_body(
+        self, text: str, *, text_field: str, size: int, filters: list[dict] | None, source: list[str] | bool | None
+    ) -> dict:
+        query = bodies.bm25_query(text, text_field=text_field, filter=self._filter(filters))
+        return bodies.search_body(query, size=size, source=source)
+
+    def native_hybrid_search(self, index: str, **kwargs: Any) -> list[Hit] | None:
+        if not self.capabilities.native_hybrid:
+            return None
+        self.put_search_pipeline(HYBRID_PIPELINE, bodies.hybrid_search_pipeline_body("rrf"))
+        filters = kwargs.get("filters")
+        knn = bodies.knn_query(
+            vector_field=kwargs["vector_field"],
+            k=kwargs["window"],
+            vector=kwargs.get("vector"),
+            model_id=kwargs.get("model_id"),
+            text=kwargs.get("text_for_model"),
+            filter=self._filter(filters),
+        )
+        bm25 = bodies.bm25_query(kwargs["text"], text_field=kwargs["text_field"], filter=self._filter(filters))
+        body = bodies.search_body(bodies.hybrid_query(bm25, knn), size=kwargs["k"], source=kwargs.get("source"))
+        return self.hits(self.search(index, body, params={"search_pipeline": HYBRID_PIPELINE}))
+
+    def put_search_pipeline(self, name: str, body: dict) -> None:
+        with self.errors():
+            self.client.transport.perform_request("PUT", f"/_search/pipeline/{name}", body=body)
+
+    # ---- ml-commons models ------------------------------------------------------------------------------------
+    ML = "/_plugins/_ml"
+    DEPLOYED = ("DEPLOYED", "PARTIALLY_DEPLOYED")
+
+    def _ml(self, method: str, path: str, body: dict | None = None, **params: object) -> dict:
+        with self.errors():
+            return self.client.transport.perform_request(method, self.ML + path, body=body, params=params or None)
+
+    def apply_one_node_ml_settings(self) -> None:
+        """Settings a one-node cluster needs to run models (applied only when asked: --one-node-ml)."""
+        from ..devcluster.opensearch import ML_ONE_NODE_SETTINGS
+
+        with self.errors():
+            self.client.cluster.put_settings(body={"persistent": ML_ONE_NODE_SETTINGS})
+
+    def find_models(self, name: str | None = None) -> list[dict]:
+        """Registered models (not their chunks) made by e5plugin, optionally of one name."""
+        must: list[dict] = [{"match": {"model_config.all_config": mlcommons.PROVENANCE_KEY}}]
+        if name:
+            must.append({"term": {"name.keyword": name}})
+        body = {"query": {"bool": {"must": must, "must_not": [{"exists": {"field": "chunk_number"}}]}}, "size": 1000}
+        try:
+            found = self._ml("POST", "/models/_search", body)
+        except errors.E5PluginError:
+            raise
+        except opensearchpy.NotFoundError:
+            return []
+        return [{"model_id": h["_id"], **h["_source"]} for h in found.get("hits", {}).get("hits", [])]
+
+    def model_state(self, model_id: str) -> str:
+        try:
+            return str(self._ml("GET", f"/models/{model_id}").get("model_state", "unknown"))
+        except opensearchpy.NotFoundError:
+            return "absent"
+
+    def _model_group(self, name: str) -> str:
+        body = {"query": {"term": {"name.keyword": name}}, "size": 1}
+        try:
+            hits = self._ml("POST", "/model_groups/_search", body).get("hits", {}).get("hits", [])
+        except opensearchpy.NotFoundError:
+            hits = []
+        if hits:
+            return hits[0]["_id"]
+        return self._ml("POST", "/model_groups/_register", {"name": name, "description": "e5plugin"})["model_group_id"]
+
+    def planned_model_requests(self, spec: ModelSpec, plan: PrefixPlan, *, model_id: str) -> list:
+        from ..deploy import PlannedRequest
+
+        config = mlcommons.model_config(spec, plan) if spec.local_path else {"(from the checkpoint)": True}
+        config.pop("all_config", None)
+        return [
+            PlannedRequest("POST", f"{self.ML}/model_groups/_register", {"name": model_id}, "unless it exists"),
+            PlannedRequest(
+                "POST",
+                f"{self.ML}/models/_register_meta",
+                {"name": model_id, "function_name": "TEXT_EMBEDDING", "model_format": "TORCH_SCRIPT",
+                 "model_config": config},
+                "unless a model of that name and fingerprint exists",
+            ),
+            PlannedRequest("POST", f"{self.ML}/models/<id>/upload_chunk/<n>", None, "zip in 10 MB chunks"),
+            PlannedRequest("POST", f"{self.ML}/models/<id>/_deploy", None, "then poll the task until DEPLOYED"),
+        ]
+
+    def import_model(
+        self,
+        spec: ModelSpec,
+        plan: PrefixPlan,
+        *,
+        model_id: str,
+        work_dir: Path,
+        options: DeploymentOptions | None = None,
+        replace: bool = False,
+    ) -> DeployedModel:
+        """Register (chunk upload) and deploy. Same name + fingerprint: reused (redeployed if needed)."""
+        self.require_ml()
+        spec = ensure_local(spec)
+        package = mlcommons.package(spec, plan, work_dir)
+        name = model_id
+        action = "created"
+        existing = self.find_models(name)
+        same = [m for m in existing if mlcommons.recorded_provenance(m).get("fingerprint") == package.fingerprint]
+        if same:
+            found_id, action = same[0]["model_id"], "reused"
+        else:
+            if existing and not replace:
+                raise errors.ConflictError(
+                    f"An ml-commons model named {name!r} exists with another source or configuration; pass "
+                    "--replace to retire it, or choose another --model-id."
+                )
+            found_id = self._register(package, name, spec)
+            for old in existing:
+                self.delete_model(old["model_id"])
+                action = "replaced"
+        timeout = _seconds((options or DeploymentOptions()).timeout)
+        if self.model_state(found_id) not in self.DEPLOYED:
+            self.deploy(found_id, timeout=timeout)
+        return DeployedModel(found_id, self.model_state(found_id), provenance(spec), action)
+
+    def _register(self, package: mlcommons.MlCommonsPackage, name: str, spec: ModelSpec) -> str:
+        group_id = self._model_group(name)
+        chunks = package.chunks()
+        meta = self._ml(
+            "POST",
+            "/models/_register_meta",
+            {
+                "name": name,
+                "version": "1",
+                "model_group_id": group_id,
+                "description": package.description,
+                "function_name": "TEXT_EMBEDDING",
+                "model_format": "TORCH_SCRIPT",
+                "model_content_size_in_bytes": package.size,
+                "model_content_hash_value": package.zip_sha256,
+                "total_chunks": len(chunks),
+                "model_config": package.model_config,
+            },
+        )
+        model_id = meta["model_id"]
+        connection = self.client.transport.get_connection()
+        for number, chunk in enumerate(chunks):
+            with self.errors():  # raw bytes: opensearch-py's serializer would refuse them
+                connection.perform_request(
+                    "POST",
+                    f"{self.ML}/models/{model_id}/upload_chunk/{number}",
+                    body=chunk,
+                    headers={"content-type": "application/json"},
+                    timeout=300,
+                )
+        return model_id
+
+    def deploy(self, model_id: str, timeout: float = 300.0) -> None:
+        task = self._ml("POST", f"/models/{model_id}/_deploy")
+        self._wait_task(task["task_id"], timeout, what=f"deployment of model {model_id}")
+
+    def _wait_task(self, task_id: str, timeout: float, what: str) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self._ml("GET", f"/tasks/{task_id}")
+            state = task.get("state")
+            if state == "COMPLETED":
+                return task
+            if state in ("FAILED", "COMPLETED_WITH_ERROR"):
+                raise errors.ModelNotDeployedError(
+                    f"The {what} failed: {task.get('error')}. `e5plugin doctor` shows the node's ML capacity."
+                )
+            if time.monotonic() > deadline:
+                raise errors.ModelNotDeployedError(
+                    f"The {what} did not finish within {timeout:.0f}s (task {task_id} is {state}); check the "
+                    "node's memory and plugins.ml_commons settings, then re-run deploy (it resumes, nothing twice)."
+                )
+            time.sleep(0.5)
+
+    def undeploy(self, model_id: str) -> None:
+        try:
+            self._ml("POST", f"/models/{model_id}/_undeploy")
+        except opensearchpy.NotFoundError:
+            pass
+
+    def delete_model(self, model_id: str) -> None:
+        self.undeploy(model_id)
+        deadline = time.monotonic() + 30
+        while self.model_state(model_id) in self.DEPLOYED and time.monotonic() < deadline:
+            time.sleep(0.5)
+        try:
+            self._ml("DELETE", f"/models/{model_id}")
+        except opensearchpy.NotFoundError:
+            pass
+
+    def list_models(self) -> list[DeployedModel]:
+        return [
+            DeployedModel(m["model_id"], str(m.get("model_state")), {"name": m.get("name"), **mlcommons.recorded_provenance(m)})
+            for m in self.find_models()
+        ]
+
+    def predict(self, model_id: str, texts: list[str], content_type: str | None = None) -> list[list[float]]:
+        """``_predict`` for text embedding (used by tests and doctor to check the model answers)."""
+        body: dict = {"text_docs": texts, "return_number": True, "target_response": ["sentence_embedding"]}
+        if content_type:
+            body["parameters"] = {"content_type": content_type}
+        response = self._ml("POST", f"/_predict/text_embedding/{model_id}", body)
+        return [r["output"][0]["data"] for r in response["inference_results"]]
+
+
+def _seconds(duration: str) -> float:
+    text = str(duration).strip().lower()
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for unit in ("ms", "s", "m", "h"):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * units[unit]
+    return float(text)

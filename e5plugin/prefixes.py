@@ -1,0 +1,78 @@
+"""The one rule: each E5 prefix is added exactly once, and this module alone decides by whom.
+
+| where  | cluster has prefix support | cluster without it | client-side mode |
+|--------|----------------------------|--------------------|------------------|
+| ingest | cluster (model config)     | ingest pipeline    | embedder         |
+| query  | cluster (model config)     | query helper       | embedder         |
+
+"Prefix support" is Elasticsearch ML >= 8.12 (`prefix_strings`) or OpenSearch neural-search >= 3.5
+(`passage_prefix`/`query_prefix` in the ml-commons model config); the engine backends report it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .models import ModelSpec
+
+
+class Mode(str, Enum):
+    SERVER = "server"  # the cluster embeds (ml-commons / Elasticsearch ML)
+    CLIENT = "client"  # e5plugin embeds locally and sends vectors
+
+
+class Actor(str, Enum):
+    CLUSTER = "cluster"  # the engine's model config adds it
+    PIPELINE = "pipeline"  # the ingest pipeline writes prefix + text into a temporary field
+    HELPER = "helper"  # the query helper prepends it before sending the text
+    EMBEDDER = "embedder"  # the local embedder prepends it
+    NOBODY = "none"  # the model has no such prefix
+
+
+@dataclass(frozen=True)
+class PrefixPlan:
+    passage_prefix: str
+    query_prefix: str
+    ingest: Actor
+    query: Actor
+
+    def passage(self, text: str, actor: Actor) -> str:
+        """``text`` as ``actor`` must pass it on: prefixed only when ``actor`` is the one who adds it."""
+        return self.passage_prefix + text if self.ingest is actor else text
+
+    def query_text(self, text: str, actor: Actor) -> str:
+        return self.query_prefix + text if self.query is actor else text
+
+    @property
+    def cluster_adds(self) -> bool:
+        """Whether the prefixes must be registered with the model in the cluster."""
+        return Actor.CLUSTER in (self.ingest, self.query)
+
+    def to_dict(self) -> dict:
+        return {
+            "passage_prefix": self.passage_prefix,
+            "query_prefix": self.query_prefix,
+            "ingest": self.ingest.value,
+            "query": self.query.value,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PrefixPlan:
+        return cls(data["passage_prefix"], data["query_prefix"], Actor(data["ingest"]), Actor(data["query"]))
+
+
+def plan_prefixes(spec: ModelSpec, mode: Mode, cluster_prefix_support: bool) -> PrefixPlan:
+    """Who adds ``passage: `` at ingest and ``query: `` at search time, for this model, engine and mode."""
+    if mode is Mode.CLIENT:
+        ingest = query = Actor.EMBEDDER
+    elif cluster_prefix_support:
+        ingest = query = Actor.CLUSTER
+    else:
+        ingest, query = Actor.PIPELINE, Actor.HELPER
+    return PrefixPlan(
+        passage_prefix=spec.passage_prefix,
+        query_prefix=spec.query_prefix,
+        ingest=ingest if spec.passage_prefix else Actor.NOBODY,
+        query=query if spec.query_prefix else Actor.NOBODY,
+    )

@@ -1,0 +1,142 @@
+"""Session fixtures: real nodes started once per test session (or existing clusters named by environment variables).
+
+E5PLUGIN_TEST_OPENSEARCH_URL      use this OpenSearch instead of starting one
+E5PLUGIN_TEST_ELASTICSEARCH_URL   use this Elasticsearch instead of starting one
+E5PLUGIN_CACHE                    where node distributions are assembled (default ~/.cache/e5plugin)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from e5plugin.config import ConnectionConfig
+from e5plugin.devcluster import Node, default_cache_dir, start_node
+from e5plugin.engines import connect
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@dataclass
+class Cluster:
+    """A reachable cluster; ``node`` is set when the suite started it (so tests may kill/restart it)."""
+
+    url: str
+    node: Node | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_certs: str | None = None
+
+    def config(self, **overrides: object) -> ConnectionConfig:
+        base = ConnectionConfig(urls=[self.url], username=self.username, password=self.password, ca_certs=self.ca_certs)
+        for key, value in overrides.items():
+            setattr(base, key, value)
+        return base
+
+
+def _progress(message: str) -> None:
+    print(f"[e5plugin nodes] {message}", file=sys.stderr, flush=True)
+
+
+def _node_fixture(engine: str, name: str, env_var: str, **options: object) -> Iterator[Cluster]:
+    if os.environ.get(env_var):
+        yield Cluster(url=os.environ[env_var])
+        return
+    node = start_node(engine, name=name, fresh=True, progress=_progress, **options)
+    try:
+        yield Cluster(
+            url=node.url,
+            node=node,
+            username=node.username,
+            password=node.password,
+            ca_certs=str(node.ca_certs) if node.ca_certs else None,
+        )
+    finally:
+        node.stop()
+        shutil.rmtree(node.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def opensearch() -> Iterator[Cluster]:
+    yield from _node_fixture("opensearch", "test-opensearch", "E5PLUGIN_TEST_OPENSEARCH_URL", heap="2g")
+
+
+@pytest.fixture(scope="session")
+def elasticsearch() -> Iterator[Cluster]:
+    yield from _node_fixture("elasticsearch", "test-elasticsearch", "E5PLUGIN_TEST_ELASTICSEARCH_URL", heap="1g")
+
+
+@pytest.fixture(scope="session")
+def secured_elasticsearch() -> Iterator[Cluster]:
+    yield from _node_fixture(
+        "elasticsearch",
+        "test-elasticsearch-secured",
+        "E5PLUGIN_TEST_SECURED_ELASTICSEARCH_URL",
+        heap="512m",
+        secured=True,
+        password="e5plugin-test-Pa55",
+    )
+
+
+@pytest.fixture(scope="session")
+def os_backend(opensearch: Cluster):
+    return connect(opensearch.config(), engine="auto")
+
+
+@pytest.fixture(scope="session")
+def es_backend(elasticsearch: Cluster):
+    return connect(elasticsearch.config(), engine="auto")
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(models_dir: Path) -> Path:
+    from tiny_models import build_tiny_bert
+
+    return build_tiny_bert(models_dir / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_e5_bert(models_dir: Path) -> Path:
+    """A tiny BERT that carries E5's prefixes in its sentence-transformers prompts."""
+    from tiny_models import build_tiny_bert
+
+    return build_tiny_bert(models_dir / "tiny-e5-bert", prompts={"query": "query: ", "passage": "passage: "}, seed=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr(models_dir: Path) -> Path:
+    from tiny_models import build_tiny_xlmr
+
+    return build_tiny_xlmr(models_dir / "tiny-xlmr", prompts={"query": "query: ", "passage": "passage: "})
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Path:
+    from tiny_models import minilm_path
+
+    return minilm_path()
+
+
+@pytest.fixture
+def index_name(request: pytest.FixtureRequest) -> str:
+    """A unique, valid index name per test."""
+    import re
+
+    return "t-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:60]
+
+
+def cache_dir() -> Path:
+    return default_cache_dir()
