@@ -597,9 +597,9 @@ def dev_cluster_up(engine, port, heap, fresh):
     node = start_node(engine, name=f"dev-{engine}", heap=heap, fresh=fresh, http_port=port,
                       progress=lambda m: click.echo(m, err=True))
     if engine == "opensearch":
-        from .devcluster.opensearch import apply_ml_one_node_settings
+        from .engines import connect
 
-        apply_ml_one_node_settings(node)
+        connect(ConnectionConfig(urls=[node.url]), engine="opensearch").apply_one_node_ml_settings()
     click.echo(f"{engine} {node.version} running at {node.url} (pid {node.pid}, data {node.data_dir})")
     click.echo(f"export E5PLUGIN_URL={node.url}")
 
