@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +70,7 @@ class State:
         self._backend = None
 
     @property
-    def backend(self):  # noqa: ANN201
+    def backend(self):
         if self._backend is None:
             from .engines import connect
 
@@ -94,7 +93,11 @@ def _load_config_file(ctx: click.Context, _param: click.Parameter, value: str | 
 
 @click.group(cls=E5Group, context_settings={**CONTEXT, "auto_envvar_prefix": "E5PLUGIN"})
 @click.option(
-    "--config", "config_file", callback=_load_config_file, is_eager=True, expose_value=False,
+    "--config",
+    "config_file",
+    callback=_load_config_file,
+    is_eager=True,
+    expose_value=False,
     help=f"JSON file with option defaults (default {DEFAULT_CONFIG}).",
 )
 @click.option("--url", "urls", multiple=True, help="Cluster URL; repeat for several. [env: E5PLUGIN_URL]")
@@ -105,9 +108,7 @@ def _load_config_file(ctx: click.Context, _param: click.Parameter, value: str | 
 @click.option("--ca-certs", type=click.Path(exists=True, dir_okay=False), help="CA bundle to verify TLS.")
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (explicit opt-in; avoid).")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Request timeout in seconds.")
-@click.option(
-    "--engine", type=click.Choice(["auto", "elasticsearch", "opensearch"]), default="auto", show_default=True
-)
+@click.option("--engine", type=click.Choice(["auto", "elasticsearch", "opensearch"]), default="auto", show_default=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_name="e5plugin")
 @click.pass_context
@@ -148,7 +149,7 @@ def _masked(text: str, state: State) -> str:
     return text
 
 
-def _mode_option(default: str = "auto"):  # noqa: ANN202
+def _mode_option(default: str = "auto"):
     return click.option(
         "--mode",
         type=click.Choice(["auto", "server", "client"]),
@@ -158,7 +159,7 @@ def _mode_option(default: str = "auto"):  # noqa: ANN202
     )
 
 
-def _resolve_model(model: str, query_prefix: str | None, passage_prefix: str | None):  # noqa: ANN202
+def _resolve_model(model: str, query_prefix: str | None, passage_prefix: str | None):
     from .models import KNOWN_MODELS, resolve_model
 
     download = not Path(model).expanduser().is_dir() and model not in KNOWN_MODELS
@@ -172,7 +173,12 @@ def _resolve_model(model: str, query_prefix: str | None, passage_prefix: str | N
 @click.option("--text-field", default="text", show_default=True)
 @click.option("--vector-field", default="embedding", show_default=True)
 @_mode_option()
-@click.option("--index-options", default="hnsw", show_default=True, help="hnsw, int8_hnsw, bbq_hnsw, flat (ES); hnsw, hnsw_sq (OS).")
+@click.option(
+    "--index-options",
+    default="hnsw",
+    show_default=True,
+    help="hnsw, int8_hnsw, bbq_hnsw, flat (ES); hnsw, hnsw_sq (OS).",
+)
 @click.option("--model-id", help="Name of the model in the cluster (default e5plugin-<model>).")
 @click.option("--pipeline", help="Ingest pipeline name (default e5plugin-<index>).")
 @click.option("--replace", is_flag=True, help="Replace a model of the same name that has another source.")
@@ -184,8 +190,25 @@ def _resolve_model(model: str, query_prefix: str | None, passage_prefix: str | N
 @click.option("--deploy-timeout", default="300s", show_default=True)
 @click.option("--dry-run", is_flag=True, help="Print every request it would send; change nothing.")
 @click.pass_obj
-def deploy(state: State, model, index, text_field, vector_field, mode, index_options, model_id, pipeline, replace,
-           replicas, query_prefix, passage_prefix, allocations, threads, deploy_timeout, dry_run):
+def deploy(
+    state: State,
+    model,
+    index,
+    text_field,
+    vector_field,
+    mode,
+    index_options,
+    model_id,
+    pipeline,
+    replace,
+    replicas,
+    query_prefix,
+    passage_prefix,
+    allocations,
+    threads,
+    deploy_timeout,
+    dry_run,
+):
     """Model + ingest pipeline + index in one idempotent command.
 
     \b
@@ -202,10 +225,18 @@ def deploy(state: State, model, index, text_field, vector_field, mode, index_opt
     spec = _resolve_model(model, query_prefix, passage_prefix)
     chosen = Mode.SERVER if mode == "server" or (mode == "auto" and backend.capabilities.ml) else Mode.CLIENT
     request = DeployRequest(
-        index=index, text_field=text_field, vector_field=vector_field, mode=chosen, index_options=index_options,
-        model_id=model_id, pipeline=pipeline, replace_model=replace, replicas=replicas,
-        deployment=DeploymentOptions(number_of_allocations=allocations, threads_per_allocation=threads,
-                                     timeout=deploy_timeout),
+        index=index,
+        text_field=text_field,
+        vector_field=vector_field,
+        mode=chosen,
+        index_options=index_options,
+        model_id=model_id,
+        pipeline=pipeline,
+        replace_model=replace,
+        replicas=replicas,
+        deployment=DeploymentOptions(
+            number_of_allocations=allocations, threads_per_allocation=threads, timeout=deploy_timeout
+        ),
     )
     result = run_deploy(backend, spec, request, dry_run=dry_run)
     if dry_run:
@@ -235,7 +266,12 @@ def deploy(state: State, model, index, text_field, vector_field, mode, index_opt
 @click.argument("source", type=click.Path(allow_dash=True))
 @click.option("--index", "-i", required=True)
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "csv"]), default="auto", show_default=True)
-@click.option("--id-field", default="id", show_default=True, help="Field holding the document id (else: derived from file + line).")
+@click.option(
+    "--id-field",
+    default="id",
+    show_default=True,
+    help="Field holding the document id (else: derived from file + line).",
+)
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue after an interrupted run (skips what is safely stored).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the failure report (JSON) here.")
@@ -273,13 +309,28 @@ def ingest(state: State, source, index, fmt, id_field, batch_size, resume, repor
     if not resume:
         checkpoint.clear()
         checkpoint = Checkpoint(checkpoint.path)
-    with Progress(TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  disable=as_json or not sys.stderr.isatty(), transient=True) as bar:
+    with Progress(
+        TextColumn("ingest"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=as_json or not sys.stderr.isatty(),
+        transient=True,
+    ) as bar:
         task = bar.add_task("ingest", total=None)
         report = run_ingest(
-            backend, index, read_documents(stream, fmt), text_field=setup.text_field, vector_field=setup.vector_field,
-            embedder=embedder, id_field=id_field, source_name=name, batch_size=batch_size, checkpoint=checkpoint,
-            progress=lambda n: bar.advance(task, n), refresh=True,
+            backend,
+            index,
+            read_documents(stream, fmt),
+            text_field=setup.text_field,
+            vector_field=setup.vector_field,
+            embedder=embedder,
+            id_field=id_field,
+            source_name=name,
+            batch_size=batch_size,
+            checkpoint=checkpoint,
+            progress=lambda n: bar.advance(task, n),
+            refresh=True,
         )
     if report.ok:
         checkpoint.clear()
@@ -288,8 +339,10 @@ def ingest(state: State, source, index, fmt, id_field, batch_size, resume, repor
     if as_json:
         _echo_json(report.to_dict())
     else:
-        click.echo(f"indexed {report.indexed}, without vector {report.without_vector}, failed {report.failed}"
-                   + (f", skipped (resumed) {report.skipped}" if report.skipped else ""))
+        click.echo(
+            f"indexed {report.indexed}, without vector {report.without_vector}, failed {report.failed}"
+            + (f", skipped (resumed) {report.skipped}" if report.skipped else "")
+        )
         for failure in report.failures[:20]:
             where = f"line {failure.line}" if failure.line else f"id {failure.id}"
             click.echo(f"  failed {where}: {failure.reason}", err=True)
@@ -358,7 +411,7 @@ def search(state: State, text, index, k, hybrid, filters, as_json):
     Console().print(table)
 
 
-def _without_vector(source: dict, helper) -> dict:  # noqa: ANN001
+def _without_vector(source: dict, helper) -> dict:
     return {k: v for k, v in source.items() if k != helper.setup.vector_field.split(".")[0]}
 
 
@@ -378,8 +431,13 @@ def reindex(state: State, index, batch_size):
     from .search import SemanticSearch
 
     helper = SemanticSearch.for_index(index, backend=state.backend)
-    report = backfill(state.backend, index, helper.setup, batch_size=batch_size,
-                      progress=lambda done, total: click.echo(f"\r{done}/{total}", nl=False, err=True))
+    report = backfill(
+        state.backend,
+        index,
+        helper.setup,
+        batch_size=batch_size,
+        progress=lambda done, total: click.echo(f"\r{done}/{total}", nl=False, err=True),
+    )
     click.echo(f"\nre-embedded {report.indexed}, still without vector {report.without_vector}, failed {report.failed}")
     if not report.ok or report.without_vector:
         raise errors.IngestFailedError(f"{report.failed + report.without_vector} documents still have no vector.")
@@ -402,12 +460,17 @@ def doctor(state: State, as_json):
     if as_json:
         _echo_json(report.to_dict())
     else:
-        click.echo(f"engine     {report.engine} {report.version}" + (f" (licence {report.licence})" if report.licence else ""))
-        click.echo(f"ML         {'yes' if report.ml else 'no'}; cluster adds prefixes: {'yes' if report.cluster_prefixes else 'no'}")
+        click.echo(
+            f"engine     {report.engine} {report.version}" + (f" (licence {report.licence})" if report.licence else "")
+        )
+        yes_no = {True: "yes", False: "no"}
+        click.echo(f"ML         {yes_no[report.ml]}; cluster adds prefixes: {yes_no[report.cluster_prefixes]}")
         for entry in report.indices:
-            click.echo(f"index      {entry['index']}: {entry['documents']} docs, mode {entry['mode']}, model "
-                       f"{entry['model']} (sha256 {str(entry['weights_sha256'])[:12]}, revision {entry['revision']})"
-                       + (f", cluster model {entry['model_id']} {entry.get('model_state', '')}" if entry["model_id"] else ""))
+            click.echo(
+                f"index      {entry['index']}: {entry['documents']} docs, mode {entry['mode']}, model "
+                f"{entry['model']} (sha256 {str(entry['weights_sha256'])[:12]}, revision {entry['revision']})"
+                + (f", cluster model {entry['model_id']} {entry.get('model_state', '')}" if entry["model_id"] else "")
+            )
         for model in report.models:
             click.echo(f"model      {model['model_id']}: {model['state']} (source {model.get('source')})")
         for problem in report.problems:
@@ -446,8 +509,9 @@ def model_import(state: State, model_name, model_id, replace):
     spec = _resolve_model(model_name, None, None)
     name = validate_name("model", model_id or f"e5plugin-{spec.short_name}")
     with tempfile.TemporaryDirectory() as tmp:
-        result = backend.import_model(spec, backend.prefix_plan(spec, Mode.SERVER), model_id=name,
-                                      work_dir=Path(tmp), replace=replace)
+        result = backend.import_model(
+            spec, backend.prefix_plan(spec, Mode.SERVER), model_id=name, work_dir=Path(tmp), replace=replace
+        )
     click.echo(f"{result.model_id}: {result.action}, {result.state}")
 
 
@@ -462,7 +526,9 @@ def model_list(state: State):
     """
     state.backend.require_ml()
     for item in state.backend.list_models():
-        click.echo(f"{item.model_id}\t{item.state}\t{item.provenance.get('source')}\t{item.provenance.get('weights_sha256')}")
+        click.echo(
+            f"{item.model_id}\t{item.state}\t{item.provenance.get('source')}\t{item.provenance.get('weights_sha256')}"
+        )
 
 
 @model.command("status")
@@ -519,8 +585,9 @@ def pipeline_install(state: State, index):
     setup = SemanticSearch.for_index(index, backend=state.backend).setup
     if not setup.pipeline:
         raise errors.ConfigurationError(f"Index {index!r} is in client mode: it has no ingest pipeline.")
-    body = state.backend.bodies.pipeline_body(setup.model_id, setup.plan, text_field=setup.text_field,
-                                              vector_field=setup.vector_field)
+    body = state.backend.bodies.pipeline_body(
+        setup.model_id, setup.plan, text_field=setup.text_field, vector_field=setup.vector_field
+    )
     click.echo(f"{setup.pipeline}: {state.backend.put_pipeline(setup.pipeline, body)}")
 
 
@@ -560,8 +627,14 @@ def index_create(state: State, model, index, text_field, vector_field, index_opt
     from .prefixes import Mode
 
     spec = _resolve_model(model, None, None)
-    result = run_deploy(state.backend, spec, DeployRequest(index=index, text_field=text_field, vector_field=vector_field,
-                        mode=Mode.CLIENT, index_options=index_options), dry_run=dry_run)
+    result = run_deploy(
+        state.backend,
+        spec,
+        DeployRequest(
+            index=index, text_field=text_field, vector_field=vector_field, mode=Mode.CLIENT, index_options=index_options
+        ),
+        dry_run=dry_run,
+    )
     if dry_run:
         for planned in result.planned:
             click.echo(f"{planned.method} {planned.path}\n{json.dumps(planned.body, indent=2)}")
@@ -576,8 +649,9 @@ def dev_cluster():
 
 
 @dev_cluster.command("up")
-@click.option("--engine", "engine", type=click.Choice(["opensearch", "elasticsearch"]), default="opensearch",
-              show_default=True)
+@click.option(
+    "--engine", "engine", type=click.Choice(["opensearch", "elasticsearch"]), default="opensearch", show_default=True
+)
 @click.option("--port", type=int, default=9200, show_default=True)
 @click.option("--heap", default="1g", show_default=True)
 @click.option("--fresh", is_flag=True, help="Wipe the node's data first.")
@@ -594,14 +668,32 @@ def dev_cluster_up(engine, port, heap, fresh):
 
     if not port_is_free(port):
         raise errors.ConfigurationError(f"Port {port} is in use: pass --port, or stop what runs there.")
-    node = start_node(engine, name=f"dev-{engine}", heap=heap, fresh=fresh, http_port=port,
-                      progress=lambda m: click.echo(m, err=True))
+    node = start_node(
+        engine, name=f"dev-{engine}", heap=heap, fresh=fresh, http_port=port, progress=lambda m: click.echo(m, err=True)
+    )
     if engine == "opensearch":
         from .engines import connect
 
         connect(ConnectionConfig(urls=[node.url]), engine="opensearch").apply_one_node_ml_settings()
     click.echo(f"{engine} {node.version} running at {node.url} (pid {node.pid}, data {node.data_dir})")
     click.echo(f"export E5PLUGIN_URL={node.url}")
+
+
+@dev_cluster.command("fetch")
+@click.option("--engine", "engine", type=click.Choice(["opensearch", "elasticsearch", "all"]), default="all")
+def dev_cluster_fetch(engine):
+    """Download and assemble node distributions into the cache without starting them (CI, air-gap prep).
+
+    
+    Example:
+      e5plugin dev-cluster fetch --engine all
+    """
+    from .devcluster import ENGINES, default_cache_dir, engine_module
+
+    for name in ENGINES if engine == "all" else (engine,):
+        module = engine_module(name)
+        home = module.assemble(default_cache_dir(), module.DEFAULT_VERSION, progress=lambda m: click.echo(m, err=True))
+        click.echo(f"{name} {module.DEFAULT_VERSION}: {home}")
 
 
 @dev_cluster.command("down")
@@ -632,8 +724,13 @@ def dev_cluster_status():
 
 # ---- demo ---------------------------------------------------------------------------------------------------------
 @cli.command()
-@click.option("--model", "-m", default="intfloat/e5-small-v2", show_default=True,
-              help="Hub id or local directory; falls back to an offline model when the hub cannot be reached.")
+@click.option(
+    "--model",
+    "-m",
+    default="intfloat/e5-small-v2",
+    show_default=True,
+    help="Hub id or local directory; falls back to an offline model when the hub cannot be reached.",
+)
 @click.option("--port", type=int, default=9200, show_default=True)
 def demo(model, port):
     """One command: local OpenSearch node, a model deployed into it, sample FAQ documents, a few searches.

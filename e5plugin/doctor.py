@@ -94,7 +94,5 @@ def diagnose(backend: Backend) -> Report:
                 )
             )
     if caps.ml:
-        report.models = [
-            {"model_id": m.model_id, "state": m.state, **m.provenance} for m in backend.list_models()
-        ]
+        report.models = [{"model_id": m.model_id, "state": m.state, **m.provenance} for m in backend.list_models()]
     return report

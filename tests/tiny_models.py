@@ -213,9 +213,8 @@ def build_tiny_albert(directory: Path, *, hidden: int = 32) -> Path:
 
     import sentencepiece as spm
     import torch
-    from transformers import AlbertConfig, AlbertModel, AlbertTokenizer
+    from transformers import AlbertConfig, AlbertModel, AlbertTokenizer, AlbertTokenizerFast
     from transformers.convert_slow_tokenizer import convert_slow_tokenizer
-    from transformers import AlbertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
     proto = io.BytesIO()
@@ -236,8 +235,12 @@ def build_tiny_albert(directory: Path, *, hidden: int = 32) -> Path:
     AlbertTokenizerFast(tokenizer_object=convert_slow_tokenizer(slow)).save_pretrained(directory)
     torch.manual_seed(2)
     config = AlbertConfig(
-        vocab_size=len(slow), embedding_size=16, hidden_size=hidden, num_hidden_layers=1,
-        num_attention_heads=2, intermediate_size=hidden * 2,
+        vocab_size=len(slow),
+        embedding_size=16,
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
     )
     AlbertModel(config).eval().save_pretrained(directory, safe_serialization=True)
     _sentence_transformers_files(directory, 100, None, False)

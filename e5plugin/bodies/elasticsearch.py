@@ -10,8 +10,8 @@ from . import (
     e5plugin_meta,
     index_template,
     on_failure_processors,
-    text_processor,
     rename_fields,
+    text_processor,
 )
 
 INDEX_OPTIONS = ("hnsw", "int8_hnsw", "int4_hnsw", "bbq_hnsw", "flat", "int8_flat")

@@ -10,8 +10,8 @@ from . import (
     e5plugin_meta,
     index_template,
     on_failure_processors,
-    text_processor,
     rename_fields,
+    text_processor,
 )
 
 #: hnsw: Lucene HNSW over float vectors; hnsw_sq: the same with Lucene's int8 scalar quantization (2.16+).

@@ -7,6 +7,7 @@ Engine-specific assembly (which artifacts make a home directory) lives in ``open
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -176,10 +177,8 @@ class Node:
         return True
 
     def _signal_group(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)  # type: ignore[arg-type]
-        except ProcessLookupError:
-            pass
 
     def _wait_exit(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -210,7 +210,7 @@ class Backend(ABC):
         with self.errors():
             try:
                 return dict(self.client.get(index=index, id=doc_id, **self._with_vectors()))["_source"]
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if type(exc).__name__ == "NotFoundError":
                     return None
                 raise

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from types import ModuleType
+import contextlib
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import elasticsearch
@@ -45,10 +46,8 @@ class ElasticsearchBackend(Backend):
         modules = sorted({m["name"] for m in node.get("modules", [])} | {p["name"] for p in node.get("plugins", [])})
         version = parse_version(node["version"])
         licence = None
-        try:
+        with contextlib.suppress(elasticsearch.ApiError):
             licence = self.client.license.get()["license"]["type"]
-        except elasticsearch.ApiError:
-            pass
         has_ml_module = "x-pack-ml" in modules
         ml = has_ml_module and licence in ML_LICENCES
         if not has_ml_module:
@@ -79,7 +78,8 @@ class ElasticsearchBackend(Backend):
         hosts = ", ".join(self.config.urls) if not self.config.cloud_id else "the Elastic Cloud deployment"
         if isinstance(exc, elasticsearch.AuthenticationException):
             return errors.AuthenticationError(
-                f"Elasticsearch at {hosts} refused the credentials (HTTP 401): check --username/--password or --api-key."
+                f"Elasticsearch at {hosts} refused the credentials (HTTP 401): "
+                "check --username/--password or --api-key."
             )
         if isinstance(exc, elasticsearch.AuthorizationException):
             return errors.PermissionDeniedError(
@@ -280,14 +280,10 @@ class ElasticsearchBackend(Backend):
 
     def delete_model(self, model_id: str) -> None:
         with self.errors():
-            try:
+            with contextlib.suppress(elasticsearch.ApiError):
                 self.client.ml.stop_trained_model_deployment(model_id=model_id, force=True)
-            except elasticsearch.ApiError:
-                pass
-            try:
+            with contextlib.suppress(elasticsearch.NotFoundError):
                 self.client.ml.delete_trained_model(model_id=model_id, force=True)
-            except elasticsearch.NotFoundError:
-                pass
 
     def list_models(self) -> list[DeployedModel]:
         with self.errors():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import time
 from pathlib import Path
 from types import ModuleType
@@ -213,8 +213,12 @@ class OpenSearchBackend(Backend):
             PlannedRequest(
                 "POST",
                 f"{self.ML}/models/_register_meta",
-                {"name": model_id, "function_name": "TEXT_EMBEDDING", "model_format": "TORCH_SCRIPT",
-                 "model_config": config},
+                {
+                    "name": model_id,
+                    "function_name": "TEXT_EMBEDDING",
+                    "model_format": "TORCH_SCRIPT",
+                    "model_config": config,
+                },
                 "unless a model of that name and fingerprint exists",
             ),
             PlannedRequest("POST", f"{self.ML}/models/<id>/upload_chunk/<n>", None, "zip in 10 MB chunks"),
@@ -311,24 +315,22 @@ class OpenSearchBackend(Backend):
             time.sleep(0.5)
 
     def undeploy(self, model_id: str) -> None:
-        try:
+        with contextlib.suppress(opensearchpy.NotFoundError):
             self._ml("POST", f"/models/{model_id}/_undeploy")
-        except opensearchpy.NotFoundError:
-            pass
 
     def delete_model(self, model_id: str) -> None:
         self.undeploy(model_id)
         deadline = time.monotonic() + 30
         while self.model_state(model_id) in self.DEPLOYED and time.monotonic() < deadline:
             time.sleep(0.5)
-        try:
+        with contextlib.suppress(opensearchpy.NotFoundError):
             self._ml("DELETE", f"/models/{model_id}")
-        except opensearchpy.NotFoundError:
-            pass
 
     def list_models(self) -> list[DeployedModel]:
         return [
-            DeployedModel(m["model_id"], str(m.get("model_state")), {"name": m.get("name"), **mlcommons.recorded_provenance(m)})
+            DeployedModel(
+                m["model_id"], str(m.get("model_state")), {"name": m.get("name"), **mlcommons.recorded_provenance(m)}
+            )
             for m in self.find_models()
         ]
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
+from elastic_transport import ApiResponseMeta, HeadApiResponse, HttpHeaders, NodeConfig, ObjectApiResponse
 from elasticsearch import Elasticsearch, NotFoundError
-from elastic_transport import HeadApiResponse, ObjectApiResponse
 
 
 @dataclass

@@ -65,7 +65,9 @@ def test_prefix_strings_registered_and_pipeline_does_not_prefix(deployed):
     assert config["metadata"]["e5plugin"]["weights_sha256"]
     start = next(r for r in client.recorded if r.path.endswith("/deployment/_start"))
     assert start.params["number_of_allocations"] == 2 and start.params["threads_per_allocation"] == 2
-    pipeline = next(r.body for r in client.recorded if r.method == "PUT" and r.path == "/_ingest/pipeline/e5plugin-docs")
+    pipeline = next(
+        r.body for r in client.recorded if r.method == "PUT" and r.path == "/_ingest/pipeline/e5plugin-docs"
+    )
     assert "passage: " not in str(pipeline["processors"])  # the cluster adds passage: (prefix_strings)
     inference = next(p["inference"] for p in pipeline["processors"] if "inference" in p)
     assert inference["input_output"] == [{"input_field": "text", "output_field": "embedding"}]
@@ -87,7 +89,7 @@ def test_query_helper_sends_query_vector_builder_without_prefix(es_spec, deploye
 
 
 def test_before_8_12_the_pipeline_and_helper_prefix(es_spec, tiny_e5_bert):
-    backend, client = _backend(version="8.11.4")
+    backend, _client = _backend(version="8.11.4")
     spec = resolve_model(str(tiny_e5_bert))
     plan = backend.prefix_plan(spec, Mode.SERVER)
     assert (plan.ingest, plan.query) == (Actor.PIPELINE, Actor.HELPER)

@@ -43,8 +43,17 @@ def test_deploy_twice_second_changes_nothing(elasticsearch, tiny_e5_bert):
 @pytest.mark.elasticsearch
 def test_dry_run_sends_nothing_and_masks_secrets(elasticsearch, es_backend, tiny_e5_bert):
     result = run(
-        elasticsearch.url, "--username", "someone", "--password", "s3cret-Value",
-        "deploy", "--model", str(tiny_e5_bert), "--index", "cli-dry", "--dry-run",
+        elasticsearch.url,
+        "--username",
+        "someone",
+        "--password",
+        "s3cret-Value",
+        "deploy",
+        "--model",
+        str(tiny_e5_bert),
+        "--index",
+        "cli-dry",
+        "--dry-run",
     )
     assert result.exit_code == 0, result.output
     assert "PUT /cli-dry" in result.output and '"dims": 32' in result.output
@@ -54,14 +63,19 @@ def test_dry_run_sends_nothing_and_masks_secrets(elasticsearch, es_backend, tiny
 
 @pytest.mark.elasticsearch
 def test_ingest_bad_rows_are_reported_good_rows_land(elasticsearch, es_backend, tiny_e5_bert, tmp_path):
-    assert run(elasticsearch.url, "deploy", "-m", str(tiny_e5_bert), "-i", "cli-ingest", "--replicas", "0").exit_code == 0
-    source = _jsonl(tmp_path / "docs.jsonl", [
-        {"id": "a", "text": "the first good row"},
-        "{not json",
-        {"id": "b", "text": "another good row"},
-        "[1, 2, 3]",
-        {"id": "c", "text": "a third good row"},
-    ])
+    assert (
+        run(elasticsearch.url, "deploy", "-m", str(tiny_e5_bert), "-i", "cli-ingest", "--replicas", "0").exit_code == 0
+    )
+    source = _jsonl(
+        tmp_path / "docs.jsonl",
+        [
+            {"id": "a", "text": "the first good row"},
+            "{not json",
+            {"id": "b", "text": "another good row"},
+            "[1, 2, 3]",
+            {"id": "c", "text": "a third good row"},
+        ],
+    )
     report = tmp_path / "report.json"
     result = run(elasticsearch.url, "ingest", source, "--index", "cli-ingest", "--report", str(report))
     assert result.exit_code == IngestFailedError.exit_code, result.output
@@ -76,7 +90,9 @@ def test_ingest_bad_rows_are_reported_good_rows_land(elasticsearch, es_backend, 
 @pytest.mark.elasticsearch
 def test_resume_after_an_interrupted_ingest(elasticsearch, es_backend, tiny_e5_bert, tmp_path, monkeypatch):
     monkeypatch.setenv("E5PLUGIN_CACHE", str(tmp_path / "cache"))
-    assert run(elasticsearch.url, "deploy", "-m", str(tiny_e5_bert), "-i", "cli-resume", "--replicas", "0").exit_code == 0
+    assert (
+        run(elasticsearch.url, "deploy", "-m", str(tiny_e5_bert), "-i", "cli-resume", "--replicas", "0").exit_code == 0
+    )
     docs = [{"text": f"document number {i}"} for i in range(600)]  # no ids: derived from file + line
     source = _jsonl(tmp_path / "big.jsonl", docs)
     from e5plugin.cli import _checkpoint_path
@@ -87,14 +103,22 @@ def test_resume_after_an_interrupted_ingest(elasticsearch, es_backend, tiny_e5_b
     checkpoint = Checkpoint(_checkpoint_path("cli-resume", source), every=50)
 
     def interrupted():
-        for n, line in enumerate(open(source), start=1):
-            if n > 350:
-                raise KeyboardInterrupt  # the operator hits Ctrl-C mid-run
-            yield SourceDoc(n, json.loads(line))
+        with open(source) as lines:
+            for n, line in enumerate(lines, start=1):
+                if n > 350:
+                    raise KeyboardInterrupt  # the operator hits Ctrl-C mid-run
+                yield SourceDoc(n, json.loads(line))
 
     with pytest.raises(KeyboardInterrupt):
-        ingest(es_backend, "cli-resume", interrupted(), embedder=Embedder(setup.spec, plan=setup.plan),
-               source_name="big.jsonl", batch_size=100, checkpoint=checkpoint)
+        ingest(
+            es_backend,
+            "cli-resume",
+            interrupted(),
+            embedder=Embedder(setup.spec, plan=setup.plan),
+            source_name="big.jsonl",
+            batch_size=100,
+            checkpoint=checkpoint,
+        )
     assert 0 < Checkpoint(checkpoint.path).done <= 350
     result = run(elasticsearch.url, "ingest", source, "--index", "cli-resume", "--resume", "--batch-size", "100")
     assert result.exit_code == 0, result.output
@@ -126,8 +150,11 @@ def test_bad_credentials_exit_code_and_no_secret_in_output(secured_elasticsearch
     result = run(secured_elasticsearch.url, "--username", "elastic", "--password", "Wr0ng-Secret-123", "doctor")
     assert result.exit_code == AuthenticationError.exit_code
     assert "refused the credentials" in result.output and "Wr0ng-Secret-123" not in result.output
-    ok = run(secured_elasticsearch.url, "doctor", env={"E5PLUGIN_USERNAME": "elastic",
-                                                     "E5PLUGIN_PASSWORD": secured_elasticsearch.password})
+    ok = run(
+        secured_elasticsearch.url,
+        "doctor",
+        env={"E5PLUGIN_USERNAME": "elastic", "E5PLUGIN_PASSWORD": secured_elasticsearch.password},
+    )
     assert "engine     elasticsearch" in ok.output and secured_elasticsearch.password not in ok.output
 
 

@@ -55,11 +55,15 @@ def test_client_mode_end_to_end(es_backend, tiny_e5_bert, index_options):
     spec = resolve_model(str(tiny_e5_bert))
     index = f"e2e-client-{index_options.replace('_', '-')}"
     backend.delete_index(index)
-    result = deploy(backend, spec, DeployRequest(index=index, mode=Mode.CLIENT, index_options=index_options, replicas=0))
+    result = deploy(
+        backend, spec, DeployRequest(index=index, mode=Mode.CLIENT, index_options=index_options, replicas=0)
+    )
     assert result.index_action == "created" and result.setup.plan.ingest is Actor.EMBEDDER
     mapping = backend.get_mapping(index)["properties"]["embedding"]
     assert (mapping["dims"], mapping["similarity"], mapping["index_options"]["type"]) == (
-        spec.dims, "dot_product", index_options
+        spec.dims,
+        "dot_product",
+        index_options,
     )
     embedder = Embedder(spec, plan=result.setup.plan)
     assert ingest(backend, index, DOCS, embedder=embedder, refresh=True).ok
@@ -85,7 +89,7 @@ def test_dimension_mismatch_is_refused(es_backend, tiny_e5_bert, minilm):
     backend = es_backend
     backend.delete_index("e2e-dims")
     deploy(backend, resolve_model(str(tiny_e5_bert)), DeployRequest(index="e2e-dims", replicas=0))
-    with pytest.raises(DimensionMismatchError, match="has 32-dim vectors .* the model makes 384"):
+    with pytest.raises(DimensionMismatchError, match=r"has 32-dim vectors .* the model makes 384"):
         deploy(backend, resolve_model(str(minilm)), DeployRequest(index="e2e-dims"))
 
 

@@ -26,7 +26,7 @@ def test_unknown_hub_id_is_refused_with_a_clear_message():
 
 
 def test_directory_without_config(tmp_path):
-    with pytest.raises(UnknownModelError, match="no config.json"):
+    with pytest.raises(UnknownModelError, match=r"no config\.json"):
         inspect_directory(tmp_path)
 
 
