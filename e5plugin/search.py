@@ -99,11 +99,16 @@ class SemanticSearch:
         return self._embedder
 
     # ---- the query vector / text ------------------------------------------------------------------------------
-    def _query_input(self, text: str) -> dict:
-        """Either a local vector (client mode) or the text the cluster embeds, prefixed only if the helper must."""
+    def _query_input(self, text: str, need_vector: bool = False) -> dict:
+        """Either a local vector (client mode) or the text the cluster embeds, prefixed only if the helper must.
+        ``need_vector`` (exact search) asks the cluster's model for the vector in server mode."""
         if self.setup.mode is Mode.CLIENT:
             return {"vector": self.query_vector(text)}
-        return {"model_id": self.setup.model_id, "text": self.setup.plan.query_text(text, Actor.HELPER)}
+        model_text = self.setup.plan.query_text(text, Actor.HELPER)
+        if need_vector:
+            by_cluster = self.setup.plan.query is Actor.CLUSTER
+            return {"vector": self.backend.embed_query(self.setup.model_id, model_text, by_cluster)}
+        return {"model_id": self.setup.model_id, "text": model_text}
 
     def query_vector(self, text: str) -> list[float]:
         return self.embedder.encode_queries([text])[0].tolist()
@@ -123,7 +128,7 @@ class SemanticSearch:
         """Top ``k`` hits for ``text``. ``filters`` are query clauses (e.g. ``{"term": {"lang": "de"}}``)."""
         filter_list = [filters] if isinstance(filters, dict) else filters
         candidates = num_candidates or max(100, 10 * k)
-        query = self._query_input(text)
+        query = self._query_input(text, need_vector=exact)
         if hybrid:
             return self._hybrid(text, query, k, candidates, filter_list, source)
         body = self.backend.knn_body(

@@ -46,11 +46,21 @@ def _progress(message: str) -> None:
     print(f"[e5plugin nodes] {message}", file=sys.stderr, flush=True)
 
 
+def _remove_stale_nodes(name: str) -> None:
+    """Work directories of test nodes whose session died without cleaning up."""
+    for workdir in (default_cache_dir() / "nodes").glob(f"{name}-*"):
+        node = Node.load_state(workdir)
+        if node is None or not node.is_alive():
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _node_fixture(engine: str, name: str, env_var: str, **options: object) -> Iterator[Cluster]:
     if os.environ.get(env_var):
         yield Cluster(url=os.environ[env_var])
         return
-    node = start_node(engine, name=name, fresh=True, progress=_progress, **options)
+    _remove_stale_nodes(name)
+    # one node per test session (pid in the name): parallel sessions never stop each other's nodes
+    node = start_node(engine, name=f"{name}-{os.getpid()}", fresh=True, progress=_progress, **options)
     try:
         yield Cluster(
             url=node.url,

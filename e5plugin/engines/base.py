@@ -255,6 +255,10 @@ class Backend(ABC):
         return None
 
     # ---- models (server mode) ---------------------------------------------------------------------------------
+    def embed_query(self, model_id: str, text: str, cluster_prefix: bool) -> list[float]:
+        """The deployed model's vector for a query text (exact search in server mode)."""
+        raise MissingCapabilityError(f"Exact search in server mode is not offered on {self.engine}; use a flat index.")
+
     @abstractmethod
     def import_model(
         self,

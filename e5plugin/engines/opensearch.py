@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -163,7 +164,9 @@ class OpenSearchBackend(Backend):
     DEPLOYED = ("DEPLOYED", "PARTIALLY_DEPLOYED")
 
     def _ml(self, method: str, path: str, body: dict | None = None, **params: object) -> dict:
-        with self.errors():
+        with self.errors(), warnings.catch_warnings():
+            # ml-commons' own search APIs read its system indices; the client warns about that on every call
+            warnings.filterwarnings("ignore", message=".*system indices.*")
             return self.client.transport.perform_request(method, self.ML + path, body=body, params=params or None)
 
     def apply_one_node_ml_settings(self) -> None:
@@ -333,6 +336,9 @@ class OpenSearchBackend(Backend):
             )
             for m in self.find_models()
         ]
+
+    def embed_query(self, model_id: str, text: str, cluster_prefix: bool) -> list[float]:
+        return self.predict(model_id, [text], content_type="query" if cluster_prefix else None)[0]
 
     def predict(self, model_id: str, texts: list[str], content_type: str | None = None) -> list[list[float]]:
         """``_predict`` for text embedding (used by tests and doctor to check the model answers)."""
