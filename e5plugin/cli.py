@@ -21,6 +21,8 @@ from .config import ConnectionConfig
 
 DEFAULT_CONFIG = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "e5plugin" / "config.json"
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+#: `ingest --bulk-settings auto` switches the index to bulk-load settings for input files at least this large.
+BULK_SETTINGS_MIN_BYTES = 10 << 20
 
 
 class UserError(click.ClickException):
@@ -188,6 +190,11 @@ def _resolve_model(model: str, query_prefix: str | None, passage_prefix: str | N
 @click.option("--allocations", type=int, default=1, show_default=True, help="Elasticsearch: number_of_allocations.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Elasticsearch: threads_per_allocation.")
 @click.option("--deploy-timeout", default="300s", show_default=True)
+@click.option(
+    "--one-node-ml",
+    is_flag=True,
+    help="OpenSearch: apply the ml-commons cluster settings a single-node (dev/test) cluster needs first.",
+)
 @click.option("--dry-run", is_flag=True, help="Print every request it would send; change nothing.")
 @click.pass_obj
 def deploy(
@@ -207,6 +214,7 @@ def deploy(
     allocations,
     threads,
     deploy_timeout,
+    one_node_ml,
     dry_run,
 ):
     """Model + ingest pipeline + index in one idempotent command.
@@ -238,6 +246,8 @@ def deploy(
             number_of_allocations=allocations, threads_per_allocation=threads, timeout=deploy_timeout
         ),
     )
+    if one_node_ml and not dry_run and chosen is Mode.SERVER and backend.apply_one_node_ml_settings():
+        click.echo("applied the one-node ML cluster settings")
     result = run_deploy(backend, spec, request, dry_run=dry_run)
     if dry_run:
         click.echo(f"# dry run against {backend.engine} {backend.capabilities.version_text}: nothing was sent")
@@ -276,8 +286,24 @@ def deploy(
 @click.option("--resume", is_flag=True, help="Continue after an interrupted run (skips what is safely stored).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the failure report (JSON) here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--bulk-settings",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    show_default=True,
+    help="Load with refresh_interval -1 and 0 replicas, restored afterwards; auto: on for files of 10 MB or more.",
+)
+@click.option(
+    "--embed-backend",
+    type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]),
+    default="auto",
+    show_default=True,
+    help="Client mode: what runs the model; auto: ONNX int8 where `model check-quantization` accepted it.",
+)
 @click.pass_obj
-def ingest(state: State, source, index, fmt, id_field, batch_size, resume, report_path, as_json):
+def ingest(
+    state: State, source, index, fmt, id_field, batch_size, resume, report_path, as_json, bulk_settings, embed_backend
+):
     """Bulk-index a JSON Lines or CSV file (or - for stdin) into an index made by `deploy`.
 
     \b
@@ -301,8 +327,11 @@ def ingest(state: State, source, index, fmt, id_field, batch_size, resume, repor
     if setup.mode is Mode.CLIENT:
         from .embed import Embedder
 
-        embedder = Embedder(setup.spec, plan=setup.plan)
+        backend_name, quantize = {"onnx-int8": ("onnx", "int8")}.get(embed_backend, (embed_backend, None))
+        embedder = Embedder(setup.spec, plan=setup.plan, backend=backend_name, quantize=quantize)
     stream, name = open_input(source)
+    if bulk_settings == "auto":
+        bulk_settings = "on" if source != "-" and Path(source).stat().st_size >= BULK_SETTINGS_MIN_BYTES else "off"
     if fmt == "auto":
         fmt = "csv" if name.endswith(".csv") else "jsonl"
     checkpoint = Checkpoint(_checkpoint_path(index, source if source != "-" else "stdin"))
@@ -331,6 +360,7 @@ def ingest(state: State, source, index, fmt, id_field, batch_size, resume, repor
             checkpoint=checkpoint,
             progress=lambda n: bar.advance(task, n),
             refresh=True,
+            bulk_settings=bulk_settings == "on",
         )
     if report.ok:
         checkpoint.clear()
@@ -570,6 +600,40 @@ def model_pull(model_name, target, revision):
     click.echo(f"{model_name} @ {manifest['revision']}: {len(manifest['files'])} files in {target}")
 
 
+@model.command("check-quantization")
+@click.option("--model", "model_name", required=True, help="Model directory or hub id.")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="A BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv), e.g. SciFact.",
+)
+@click.option("--split", default="test", show_default=True)
+@click.option("--tolerance", type=float, default=0.01, show_default=True, help="Largest nDCG@10 loss accepted.")
+@click.option("--limit-docs", type=int, default=0, help="Only the first N documents (plus every judged one).")
+@click.option("--json", "as_json", is_flag=True)
+def model_check_quantization(model_name, data, split, tolerance, limit_docs, as_json):
+    """Compare the model's fp32 and ONNX int8 nDCG@10 on a data set; int8 is used (`--embed-backend auto`)
+    only when it is within the tolerance. The verdict is recorded next to the model's ONNX export.
+
+    \b
+    Example:
+      e5plugin model check-quantization --model ./models/e5-small-v2 --data ./scifact
+    """
+    from .quality import check_quantization
+
+    spec = _resolve_model(model_name, None, None)
+    result = check_quantization(spec, data, split=split, tolerance=tolerance, limit_docs=limit_docs or None)
+    info = result.to_dict()
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        click.echo(f"nDCG@10 fp32 ({result.fp32_backend}) {result.fp32_ndcg:.4f}   onnx int8 {result.int8_ndcg:.4f}")
+        click.echo(f"delta {result.delta:+.4f} (tolerance {tolerance}); {result.docs} docs, {result.queries} queries")
+        click.echo(f"docs/s fp32 {result.fp32_docs_per_s}   int8 {result.int8_docs_per_s}")
+        click.echo("int8 accepted: --embed-backend auto uses it" if result.accepted else "int8 refused: fp32 is kept")
+
+
 @cli.group(cls=E5Group)
 def pipeline():
     """Ingest pipelines: install, show."""
@@ -742,6 +806,13 @@ def demo(model, port):
     from .demo import run_demo
 
     run_demo(model=model, port=port, echo=click.echo)
+
+
+# The use-case commands (faq, dedup, calibrate, finetune, ...) live in their own modules.
+from . import cli_tasks, cli_tasks2  # noqa: E402
+
+cli_tasks.register(cli)
+cli_tasks2.register(cli)
 
 
 def main() -> None:

@@ -52,7 +52,7 @@ def run_demo(model: str, port: int, echo: Callable[[str], None]) -> None:
 
     url = f"http://127.0.0.1:{port}"
     if port_is_free(port):
-        echo("starting a local OpenSearch node (first run downloads ~400 MB from Maven Central) ...")
+        echo("starting a local OpenSearch node (the first run downloads about 650 MB from Maven Central) ...")
         start_node("opensearch", name="dev-opensearch", http_port=port, progress=lambda m: echo(f"  {m}"))
     else:
         echo(f"using the cluster already running at {url}")

@@ -12,6 +12,7 @@ from .errors import ConfigurationError
 from .models import ModelSpec
 from .prefixes import Mode
 from .search import IndexSetup
+from .tasks.chunking import Chunker, ChunkingSettings
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,127}$")
 DRY_RUN_MODEL_ID = "<model id assigned at deploy time>"
@@ -39,6 +40,10 @@ class DeployRequest:
     replace_model: bool = False
     replicas: int | None = None
     deployment: DeploymentOptions = field(default_factory=DeploymentOptions)
+    #: split long documents into passages (nested vectors); ingest and search then do it for this index
+    chunking: ChunkingSettings | None = None
+    #: fields mapped as ``keyword`` for exact filters (``lang``: the document's language code)
+    keyword_fields: tuple[str, ...] = ("lang",)
 
     def names(self, spec: ModelSpec) -> tuple[str, str]:
         model_id = self.model_id or f"e5plugin-{spec.short_name}"
@@ -79,10 +84,14 @@ def deploy(backend: Backend, spec: ModelSpec, request: DeployRequest, *, dry_run
     mode = request.mode
     plan = backend.prefix_plan(spec, mode)
     model_name, pipeline_name = request.names(spec)
-    result = DeployResult(setup=IndexSetup(spec, mode, plan, request.text_field, request.vector_field))
+    chunking = _chunking(spec, plan, request.chunking)
+    vector_field = chunking.vector_path(request.vector_field) if chunking else request.vector_field
+    result = DeployResult(setup=IndexSetup(spec, mode, plan, request.text_field, vector_field, chunking=chunking))
     model_id = None
     if mode is Mode.SERVER:
         backend.require_ml()
+        if chunking:  # refuse before importing anything where the engine cannot embed nested passages
+            _pipeline_body(backend, DRY_RUN_MODEL_ID, plan, request, chunking)
         if dry_run:
             model_id = DRY_RUN_MODEL_ID
             result.planned += backend.planned_model_requests(spec, plan, model_id=model_name)
@@ -97,9 +106,7 @@ def deploy(backend: Backend, spec: ModelSpec, request: DeployRequest, *, dry_run
                     replace=request.replace_model,
                 )
             model_id = result.model.model_id
-        pipeline_body = backend.bodies.pipeline_body(
-            model_id, plan, text_field=request.text_field, vector_field=request.vector_field
-        )
+        pipeline_body = _pipeline_body(backend, model_id, plan, request, chunking)
         result.planned.append(PlannedRequest("PUT", f"/_ingest/pipeline/{pipeline_name}", pipeline_body))
         if not dry_run:
             result.pipeline_action = backend.put_pipeline(pipeline_name, pipeline_body)
@@ -108,15 +115,43 @@ def deploy(backend: Backend, spec: ModelSpec, request: DeployRequest, *, dry_run
     index_body = backend.index_body(
         spec,
         text_field=request.text_field,
-        vector_field=request.vector_field,
+        vector_field=vector_field,
         index_options=request.index_options,
         pipeline=result.setup.pipeline,
         meta=result.setup.to_meta(),
         replicas=request.replicas,
+        nested=chunking.field if chunking else None,
+        keyword_fields=request.keyword_fields,
     )
     result.planned.append(PlannedRequest("PUT", f"/{request.index}", index_body))
     if not dry_run:
-        result.index_action = backend.ensure_index(
-            request.index, index_body, vector_field=request.vector_field, dims=spec.dims
-        )
+        result.index_action = backend.ensure_index(request.index, index_body, vector_field=vector_field, dims=spec.dims)
+        # An existing index follows the deployment (a re-registered model has a new id): the query helper reads
+        # the index's _meta, so it is brought up to date (other keys, e.g. a calibration, are kept).
+        wanted = result.setup.to_meta()
+        current = backend.index_meta(request.index) if result.index_action == "exists" else wanted
+        if any(current.get(key) != value for key, value in wanted.items()):
+            backend.update_index_meta(request.index, wanted)
+            result.index_action = "updated"
     return result
+
+
+def _chunking(spec: ModelSpec, plan, settings: ChunkingSettings | None) -> ChunkingSettings | None:
+    """The chunk size checked against what the model reads after its passage prefix (None: the most that fits)."""
+    if settings is None:
+        return None
+    return Chunker(spec, settings, plan.passage_prefix).settings
+
+
+def _pipeline_body(backend: Backend, model_id: str, plan, request: DeployRequest, chunking) -> dict:
+    if chunking:
+        return backend.chunked_pipeline_body(
+            model_id,
+            plan,
+            text_field=request.text_field,
+            passages_field=chunking.field,
+            vector_field=request.vector_field,
+        )
+    return backend.bodies.pipeline_body(
+        model_id, plan, text_field=request.text_field, vector_field=request.vector_field
+    )

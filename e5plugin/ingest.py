@@ -13,6 +13,7 @@ import io
 import json
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,16 +166,26 @@ def ingest(
     progress: Callable[[int], None] | None = None,
     pipeline: str | None = None,
     refresh: bool = False,
+    chunker: Any = "auto",
+    bulk_settings: bool = False,
+    prefetch_depth: int = 2,
 ) -> IngestReport:
     """Index ``records`` into ``index``. With ``embedder`` (client mode) vectors are computed here.
 
     Rejections (HTTP 429) are retried with exponential backoff; a document the cluster refuses is reported with
     its id and reason; a lost connection stops the run with a clear error, and the checkpoint then holds exactly
     the input records that are safely stored, so ``resume`` re-sends the rest (stable ids: nothing duplicates).
+
+    ``bulk_settings``: during the load the index runs with ``refresh_interval: -1`` and no replicas, and gets its
+    previous values back afterwards, also when the run fails (see :func:`bulk_load_settings`).
+    ``prefetch_depth``: client mode encodes up to this many batches ahead while the current one is sent (1: no
+    overlap).
     """
     report = IngestReport()
     checkpoint = checkpoint or Checkpoint(None)
-    builder = _ActionBuilder(index, text_field, vector_field, embedder, id_field, source_name, report)
+    if chunker == "auto":  # a chunked index (deployed with chunking) splits long documents into passages
+        chunker = chunker_for_index(backend, index, embedder)
+    builder = _ActionBuilder(index, text_field, vector_field, embedder, id_field, source_name, report, chunker)
     tracker = _Progress(checkpoint)
 
     def pending() -> Iterator[tuple[int, SourceDoc]]:
@@ -185,7 +196,8 @@ def ingest(
             yield position, record if isinstance(record, SourceDoc) else SourceDoc(position + 1, record)
 
     def actions() -> Iterator[dict]:
-        for batch in _prefetch(_chunks(pending(), batch_size, builder), depth=2 if embedder is not None else 1):
+        depth = prefetch_depth if embedder is not None else 1
+        for batch in _prefetch(_chunks(pending(), batch_size, builder), depth=depth):
             for position, action in batch:
                 if action is None:
                     tracker.acknowledge(position)  # unreadable record: reported, nothing to send
@@ -204,7 +216,8 @@ def ingest(
     }
     if pipeline:
         kwargs["pipeline"] = pipeline
-    with backend.errors(), _flushing(checkpoint):
+    load_settings = bulk_load_settings(backend, index) if bulk_settings else contextlib.nullcontext()
+    with backend.errors(), _flushing(checkpoint), load_settings:
         for ok, item in backend.streaming_bulk(actions(), **kwargs):
             info = next(iter(item.values()))
             position = tracker.next_sent()
@@ -220,6 +233,43 @@ def ingest(
     if refresh:
         backend.refresh(index)
     return report
+
+
+#: Index settings for a bulk load: no periodic refresh, no replicas to copy every document to while loading.
+BULK_LOAD_SETTINGS: dict[str, str] = {"refresh_interval": "-1", "number_of_replicas": "0"}
+BULK_LOAD_META_KEY = "bulk_load"  # the previous values, kept in _meta.e5plugin while a load runs
+
+
+@contextlib.contextmanager
+def bulk_load_settings(backend: Backend, index: str) -> Iterator[dict[str, str | None] | None]:
+    """Run the block with :data:`BULK_LOAD_SETTINGS` on ``index``, then put the previous values back (also when the
+    block raises). Yields the previous values, or None when the settings were left alone (no such index, or the
+    credentials may write documents but not change settings).
+
+    The previous values are first recorded in the index's ``_meta.e5plugin``: if the process dies mid-load, the next
+    load (e.g. ``ingest --resume``) restores those recorded values instead of taking ``-1`` for the user's."""
+    from .errors import PermissionDeniedError
+
+    names = list(BULK_LOAD_SETTINGS)
+    try:
+        if not backend.index_exists(index):
+            previous = None
+        else:
+            recorded = backend.index_meta(index).get(BULK_LOAD_META_KEY)
+            previous = dict(recorded) if recorded else backend.index_settings(index, names)
+            if not recorded:
+                backend.update_index_meta(index, {BULK_LOAD_META_KEY: previous})
+            backend.put_index_settings(index, BULK_LOAD_SETTINGS)
+    except PermissionDeniedError:
+        previous = None
+    if previous is None:
+        yield None
+        return
+    try:
+        yield previous
+    finally:
+        backend.put_index_settings(index, previous)  # None: back to the default
+        backend.update_index_meta(index, {BULK_LOAD_META_KEY: None})
 
 
 @contextlib.contextmanager
@@ -242,10 +292,12 @@ class _ActionBuilder:
         id_field: str | None,
         source_name: str,
         report: IngestReport,
+        chunker: Any = None,
     ) -> None:
         self.index, self.text_field, self.vector_field = index, text_field, vector_field
         self.embedder, self.id_field, self.source_name, self.report = embedder, id_field, source_name, report
         self.flagged: set[int] = set()  # positions stored without a vector (marker set)
+        self.chunker = chunker  # tasks.chunking.Chunker: long texts become nested passages
 
     def __call__(self, batch: list[tuple[int, SourceDoc]]) -> list[tuple[int, dict | None]]:
         out: list[tuple[int, dict | None]] = []
@@ -267,18 +319,24 @@ class _ActionBuilder:
                 "_id": src.doc_id or stable_id(doc, src.line, self.id_field, self.source_name),
                 "_source": doc,
             }
-            if self.embedder is not None:
+            if self.chunker is not None and text_problem(value) is None:
+                field = self.chunker.settings.field
+                doc[field] = [p.to_source() for p in self.chunker(value)]
+                if self.embedder is not None:
+                    leaf = self.chunker.vector_field
+                    to_embed += [(passage, passage["text"], leaf) for passage in doc[field]]
+            elif self.embedder is not None:
                 problem = text_problem(value)
                 if problem:
                     doc[ERROR_FIELD] = {"reason": problem, "processor": "e5plugin-client"}
                     self.flagged.add(position)
                 else:
-                    to_embed.append((doc, value))
+                    to_embed.append((doc, value, self.vector_field))
             out.append((position, action))
         if to_embed:
-            vectors = self.embedder.encode_passages([text for _, text in to_embed])  # type: ignore[union-attr]
-            for (doc, _), vector in zip(to_embed, vectors, strict=True):
-                _set_path(doc, self.vector_field, vector.tolist())
+            vectors = self.embedder.encode_passages([text for _, text, _ in to_embed])  # type: ignore[union-attr]
+            for (target, _, path), vector in zip(to_embed, vectors, strict=True):
+                _set_path(target, path, vector.tolist())
         return out
 
 
@@ -287,14 +345,11 @@ class _Progress:
 
     def __init__(self, checkpoint: Checkpoint) -> None:
         self.checkpoint = checkpoint
-        self.sent: list[int] = []
-        self._next = 0
+        self.sent: deque[int] = deque()  # positions sent and not yet acknowledged (bounded by the bulk window)
         self._done: set[int] = set()
 
     def next_sent(self) -> int:
-        position = self.sent[self._next]
-        self._next += 1
-        return position
+        return self.sent.popleft()
 
     def acknowledge(self, position: int) -> None:
         self._done.add(position)
@@ -304,6 +359,26 @@ class _Progress:
             done += 1
         if done != self.checkpoint.done:
             self.checkpoint.advance(done)
+
+
+def chunker_for_index(backend: Backend, index: str, embedder: Embedder | None = None) -> Any:
+    """The passage splitter of a chunked index (its ``_meta.e5plugin.chunking``), else None."""
+    from .tasks.chunking import Chunker, ChunkingSettings
+
+    if not backend.index_exists(index):
+        return None
+    meta = backend.index_meta(index)
+    settings = ChunkingSettings.from_dict(meta.get("chunking"))
+    if settings is None:
+        return None
+    from .models import ModelSpec
+    from .prefixes import PrefixPlan
+
+    spec = ModelSpec(**meta["model"])
+    tokenizer = embedder.model.tokenizer if embedder is not None else None
+    prefix = PrefixPlan.from_dict(meta["prefixes"]).passage_prefix
+    leaf = meta["vector_field"][len(settings.field) + 1 :]  # the vector inside each passage
+    return Chunker(spec, settings, prefix, tokenizer, vector_field=leaf)
 
 
 def _chunks(

@@ -133,7 +133,10 @@ def inspect_directory(directory: Path, model_id: str | None = None) -> ModelSpec
     positions = config.get("max_position_embeddings", 512)
     if model_type in ("xlm-roberta", "roberta", "camembert"):
         positions -= 2  # RoBERTa-style position ids start after the padding index
-    max_length = min(v for v in (st_config.get("max_seq_length"), positions, 512) if v)
+    declared = st_config.get("max_seq_length")
+    if st_config and declared is None and tokenizer_config.get("model_max_length", 10**9) < 10**6:
+        declared = tokenizer_config["model_max_length"]  # sentence-transformers >= 5.7 saves the length there
+    max_length = min(v for v in (declared, positions, 512) if v)
     pooling, normalize = "mean", False
     modules = _read_json(directory / "modules.json") if (directory / "modules.json").is_file() else None
     if modules is None:

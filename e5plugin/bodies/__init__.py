@@ -92,3 +92,48 @@ def clear_marker_processor() -> dict:
 
 def e5plugin_meta(**fields: object) -> dict:
     return {META_KEY: {k: v for k, v in fields.items() if v is not None}}
+
+
+# ---- long documents (nested passages), keyword fields, aliases ------------------------------------------------------
+def nest_passages(properties: dict, field: str) -> dict:
+    """Turn the object ``field`` (holding the passage vector after :func:`rename_fields`) into a ``nested`` array of
+    passages: ``{text, start, end, <vector>}``. Both engines score a parent by its best nested vector."""
+    node = properties
+    *parents, leaf = field.split(".")
+    for part in parents:
+        node = node[part]["properties"]
+    passages = node[leaf]
+    passages["type"] = "nested"
+    passages["properties"].update({"text": {"type": "text"}, "start": {"type": "integer"}, "end": {"type": "integer"}})
+    return properties
+
+
+def add_keyword_fields(properties: dict, fields: tuple[str, ...] | list[str]) -> dict:
+    """Exact-match fields for filters (``lang``: a language code), unless the template already maps them."""
+    for name in fields:
+        node = properties
+        *parents, leaf = name.split(".")
+        for part in parents:
+            node = node.setdefault(part, {"properties": {}})["properties"]
+        node.setdefault(leaf, {"type": "keyword"})
+    return properties
+
+
+#: Painless for pipelines that add ``passage: `` themselves (clusters without prefix support), chunked indices:
+#: each passage gets prefix + text in a temporary field, which the embedding processor reads.
+PASSAGES_PREFIX_SCRIPT = (
+    "def list = ctx[params.field]; if (list == null) { return; } "
+    "for (def p : list) { if (p instanceof Map && p.containsKey('text')) { "
+    "p[params.target] = params.prefix + p.text; } }"
+)
+PASSAGES_CLEANUP_SCRIPT = (
+    "def list = ctx[params.field]; if (list == null) { return; } "
+    "for (def p : list) { if (p instanceof Map) { p.remove(params.target); } }"
+)
+
+
+def alias_actions_body(alias: str, add: str, remove: list[str] | tuple[str, ...] = ()) -> dict:
+    """One atomic ``_aliases`` request: the alias leaves ``remove`` and points at ``add`` in the same step."""
+    actions: list[dict] = [{"remove": {"index": index, "alias": alias}} for index in remove]
+    actions.append({"add": {"index": add, "alias": alias}})
+    return {"actions": actions}

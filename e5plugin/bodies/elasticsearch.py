@@ -6,9 +6,11 @@ from ..models import ModelSpec
 from ..prefixes import Actor, PrefixPlan
 from . import (
     PASSAGE_TMP_FIELD,
+    add_keyword_fields,
     clear_marker_processor,
     e5plugin_meta,
     index_template,
+    nest_passages,
     on_failure_processors,
     rename_fields,
     text_processor,
@@ -26,7 +28,10 @@ def index_body(
     pipeline: str | None = None,
     meta: dict | None = None,
     replicas: int | None = None,
+    nested: str | None = None,
+    keyword_fields: tuple[str, ...] = (),
 ) -> dict:
+    """``nested``: the passages field of a chunked index (``vector_field`` then lies inside it)."""
     if index_options not in INDEX_OPTIONS:
         raise ValueError(f"index_options must be one of {', '.join(INDEX_OPTIONS)}, not {index_options!r}")
     body = index_template("elasticsearch")
@@ -39,6 +44,9 @@ def index_body(
     if "hnsw" not in index_options:
         options.pop("m"), options.pop("ef_construction")
     body["mappings"]["properties"] = rename_fields(props, text_field, vector_field)
+    if nested:
+        nest_passages(body["mappings"]["properties"], nested)
+    add_keyword_fields(body["mappings"]["properties"], keyword_fields)
     body["mappings"]["_meta"] = e5plugin_meta(**(meta or {}))
     if pipeline:
         body["settings"]["index"]["default_pipeline"] = pipeline
@@ -97,6 +105,12 @@ def knn_clause(
     if filter:
         clause["filter"] = filter
     return clause
+
+
+def nested_knn_clause(knn: dict, *, path: str, passages: int = 1) -> dict:
+    """kNN on a nested vector: parents ranked by their best passage, the best ``passages`` in ``inner_hits``."""
+    inner = {"size": passages, "_source": [f"{path}.text", f"{path}.start", f"{path}.end"]}
+    return {**knn, "inner_hits": inner}
 
 
 def knn_search_body(knn: dict, *, source: list[str] | bool | None = None) -> dict:

@@ -6,9 +6,13 @@ from ..models import ModelSpec
 from ..prefixes import Actor, PrefixPlan
 from . import (
     PASSAGE_TMP_FIELD,
+    PASSAGES_CLEANUP_SCRIPT,
+    PASSAGES_PREFIX_SCRIPT,
+    add_keyword_fields,
     clear_marker_processor,
     e5plugin_meta,
     index_template,
+    nest_passages,
     on_failure_processors,
     rename_fields,
     text_processor,
@@ -28,7 +32,10 @@ def index_body(
     pipeline: str | None = None,
     meta: dict | None = None,
     replicas: int | None = None,
+    nested: str | None = None,
+    keyword_fields: tuple[str, ...] = (),
 ) -> dict:
+    """``nested``: the passages field of a chunked index (``vector_field`` then lies inside it)."""
     if index_options not in INDEX_OPTIONS:
         raise ValueError(f"index_options must be one of {', '.join(INDEX_OPTIONS)}, not {index_options!r}")
     body = index_template("opensearch")
@@ -39,6 +46,9 @@ def index_body(
     if index_options == "hnsw_sq":
         vector["method"]["parameters"]["encoder"] = {"name": "sq"}
     body["mappings"]["properties"] = rename_fields(props, text_field, vector_field)
+    if nested:
+        nest_passages(body["mappings"]["properties"], nested)
+    add_keyword_fields(body["mappings"]["properties"], keyword_fields)
     body["mappings"]["_meta"] = e5plugin_meta(**(meta or {}))
     if pipeline:
         body["settings"]["index"]["default_pipeline"] = pipeline
@@ -67,6 +77,41 @@ def pipeline_body(
     }
 
 
+def chunked_pipeline_body(
+    model_id: str,
+    plan: PrefixPlan,
+    *,
+    text_field: str,
+    passages_field: str,
+    vector_field: str,
+    batch_size: int | None = None,
+) -> dict:
+    """A ``text_embedding`` pipeline over the nested passages e5plugin split at ingest (a nested field map: every
+    passage's ``text`` into its ``vector_field``). ``passage: `` comes from the model config, or, where the cluster
+    cannot add it, from a script that writes prefix + text into a temporary field of each passage."""
+    prefixed_here = plan.ingest is Actor.PIPELINE
+    check = text_processor(plan, text_field)
+    check["script"]["params"].update({"target": None, "prefix": ""})  # validate the whole text only
+    source = PASSAGE_TMP_FIELD if prefixed_here else "text"
+    params = {"field": passages_field, "target": PASSAGE_TMP_FIELD, "prefix": plan.passage_prefix}
+    embed: dict = {"model_id": model_id, "field_map": {passages_field: {source: vector_field}}}
+    if batch_size:
+        embed["batch_size"] = batch_size
+    processors: list[dict] = [clear_marker_processor(), check]
+    if prefixed_here:
+        processors.append({"script": {"lang": "painless", "source": PASSAGES_PREFIX_SCRIPT, "params": params}})
+    processors.append({"text_embedding": embed})
+    if prefixed_here:
+        processors.append({"script": {"lang": "painless", "source": PASSAGES_CLEANUP_SCRIPT, "params": params}})
+    cleanup = {"script": {"lang": "painless", "source": PASSAGES_CLEANUP_SCRIPT, "params": params}}
+    return {
+        "description": f"e5plugin: embed the passages of {text_field} into {passages_field}.{vector_field} with "
+        f"{model_id}",
+        "processors": processors,
+        "on_failure": on_failure_processors(cleanup if prefixed_here else None),
+    }
+
+
 def knn_query(
     *,
     vector_field: str,
@@ -86,6 +131,13 @@ def knn_query(
     if filter:
         clause["filter"] = filter
     return {kind: {vector_field: clause}}
+
+
+def nested_query(query: dict, *, path: str, vector_field: str, passages: int = 1) -> dict:
+    """A kNN/neural query on a nested vector (``vector_field``, full path): parents scored by their best passage,
+    which ``inner_hits`` returns without its vector."""
+    inner = {"size": passages, "_source": {"excludes": [vector_field]}}
+    return {"nested": {"path": path, "score_mode": "max", "query": query, "inner_hits": inner}}
 
 
 def exact_query(*, vector_field: str, vector: list[float], filter: dict | None = None) -> dict:

@@ -241,8 +241,9 @@ def node(
     password: str | None = None,
     workdir: Path | None = None,
     http_port: int = 0,
+    extra_settings: dict[str, str] | None = None,
 ) -> Node:
-    """A configured, not yet started, single-node Elasticsearch on 127.0.0.1.
+    """A configured, not yet started, single-node Elasticsearch on 127.0.0.1 (``extra_settings``: more ``-E``).
 
     ``secured``: security on, user ``elastic`` with ``password`` (generated if None) set through the keystore's
     ``bootstrap.password``. ``tls`` (implies ``secured``): HTTPS with a fresh self-signed CA in ``Node.ca_certs``.
@@ -272,6 +273,7 @@ def node(
     else:
         password = None
         settings.update(PLAIN_SETTINGS)
+    settings.update(extra_settings or {})
     return Node(
         name=name,
         engine="elasticsearch",

@@ -340,8 +340,10 @@ def node(
     heap: str = "1g",
     workdir: Path | None = None,
     http_port: int = 0,
+    extra_settings: dict[str, str] | None = None,
 ) -> Node:
     """A configured, not yet started node (security plugin absent, DJL offline, natives in place).
+    ``extra_settings`` are added as ``-E`` node settings (e.g. a tiny write queue for fault tests).
 
     ``workdir`` defaults to a new temporary folder; the caller owns it.
     """
@@ -368,6 +370,7 @@ def node(
         settings={
             "cluster.routing.allocation.disk.threshold_enabled": "false",
             "action.destructive_requires_name": "false",
+            **(extra_settings or {}),
         },
         # DJL never downloads: a missing libtorch fails the deploy at once with "Offline model is enabled."
         java_opts=["-Dai.djl.offline=true"],

@@ -58,6 +58,13 @@ class Hit:
     score: float
     source: dict
     index: str = ""
+    #: chunked indices: the best-matching passages of this document, best first ({text, start, end, score, offset})
+    passages: list[dict] = field(default_factory=list)
+
+    @property
+    def passage(self) -> dict | None:
+        """The best-matching passage (chunked indices), else None."""
+        return self.passages[0] if self.passages else None
 
     @property
     def similarity(self) -> float:
@@ -168,6 +175,18 @@ class Backend(ABC):
         with self.errors():
             self.client.indices.refresh(index=index)
 
+    def index_settings(self, index: str, names: Iterable[str]) -> dict[str, str | None]:
+        """The explicitly set values of ``index.<name>`` settings (None where the default applies)."""
+        with self.errors():
+            response = dict(self.client.indices.get_settings(index=index))
+        settings = next(iter(response.values()), {}).get("settings", {}).get("index", {})
+        return {name: settings.get(name) for name in names}
+
+    def put_index_settings(self, index: str, settings: dict[str, object]) -> None:
+        """Update dynamic index settings; a None value resets the setting to its default."""
+        with self.errors():
+            self.client.indices.put_settings(index=index, body={"index": settings})
+
     def count(self, index: str, query: dict | None = None) -> int:
         with self.errors():
             body = {"query": query} if query else None
@@ -222,10 +241,64 @@ class Backend(ABC):
         with self.errors():
             return dict(self.client.search(index=index, body=body, **params))
 
+    def msearch(self, index: str, bodies: list[dict]) -> list[dict]:
+        """Several searches in one request (``_msearch``); one response per body, in order. A search that fails
+        inside the batch raises, naming the cluster's reason."""
+        if not bodies:
+            return []
+        lines: list[dict] = []
+        for body in bodies:
+            lines += [{}, body]
+        with self.errors():
+            responses = list(dict(self.client.msearch(index=index, body=lines))["responses"])
+        for item in responses:
+            if "error" in item:
+                error = item["error"]
+                reason = error.get("reason") or error.get("type") if isinstance(error, dict) else error
+                raise E5PluginError(f"A search in a multi-search on {index!r} failed: {self._scrub(str(reason))}")
+        return responses
+
+    # ---- vectors and metadata for the tasks (faq, dedup, calibrate) ----------------------------------------
+    def vector_source(self, vector_field: str) -> Any:
+        """The ``_source`` filter of a search that returns only the stored vector."""
+        return [vector_field]
+
+    def scan_vectors(
+        self, index: str, vector_field: str, *, query: dict | None = None, size: int = 500
+    ) -> Iterator[tuple[str, list[float]]]:
+        """``(id, vector)`` of every document that has a vector (scroll, ``size`` per page): memory stays bounded."""
+        body = {"_source": self.vector_source(vector_field), "query": query or {"exists": {"field": vector_field}}}
+        for hit in self.scan(index, body, size=size):
+            value: Any = hit.get("_source") or {}
+            for part in vector_field.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            if value:
+                yield hit["_id"], value
+
+    def put_mapping(self, index: str, body: dict) -> None:
+        """Add fields or ``_meta`` to an existing index's mapping."""
+        with self.errors():
+            self.client.indices.put_mapping(index=index, body=body)
+
+    def update_index_meta(self, index: str, updates: dict) -> dict:
+        """Merge ``updates`` into the index's ``_meta.e5plugin`` and return the result. ``put_mapping`` replaces
+        ``_meta`` as a whole on both engines, so everything else in it is sent back as read."""
+        meta = dict(self.get_mapping(index).get("_meta") or {})
+        ours = {**(meta.get(self.bodies_meta_key) or {}), **updates}
+        meta[self.bodies_meta_key] = ours
+        self.put_mapping(index, {"_meta": meta})
+        return ours
+
     @staticmethod
     def hits(response: dict) -> list[Hit]:
         return [
-            Hit(id=h["_id"], score=float(h["_score"] or 0.0), source=h.get("_source", {}), index=h.get("_index", ""))
+            Hit(
+                id=h["_id"],
+                score=float(h["_score"] or 0.0),
+                source=h.get("_source", {}),
+                index=h.get("_index", ""),
+                passages=_inner_passages(h),
+            )
             for h in response["hits"]["hits"]
         ]
 
@@ -254,7 +327,67 @@ class Backend(ABC):
         """Hybrid search inside the engine; ``None`` when it cannot (the caller then fuses client-side)."""
         return None
 
+    # ---- chunked indices (nested passages) --------------------------------------------------------------------
+    def nested_knn_body(
+        self,
+        *,
+        path: str,
+        vector_field: str,
+        k: int,
+        num_candidates: int,
+        vector: list[float] | None = None,
+        model_id: str | None = None,
+        text: str | None = None,
+        filters: list[dict] | None = None,
+        source: list[str] | bool | None = None,
+    ) -> dict:
+        """kNN over the passages in the nested field ``path`` (``vector_field`` is the full path): the top ``k``
+        parents by their best passage, which comes back in ``inner_hits``. Parent fields can be filtered."""
+        raise MissingCapabilityError(f"Chunked (nested) indices are not offered on {self.engine}.")
+
+    def chunked_pipeline_body(
+        self, model_id: str, plan: PrefixPlan, *, text_field: str, passages_field: str, vector_field: str
+    ) -> dict:
+        """The ingest pipeline that embeds every passage of a chunked index in the cluster (server mode)."""
+        raise MissingCapabilityError(
+            f"Server-side embedding of chunked indices is not offered on {self.engine}: deploy the chunked index with "
+            "--mode client (e5plugin splits and embeds the passages at ingest)."
+        )
+
+    # ---- aliases (switching an index to a new model version without downtime) -------------------------------
+    def alias_indices(self, alias: str) -> list[str]:
+        """The indices ``alias`` points to (empty when there is no such alias)."""
+        with self.errors():
+            if not self.client.indices.exists_alias(name=alias):
+                return []
+            return sorted(dict(self.client.indices.get_alias(name=alias)))
+
+    def list_indices(self, pattern: str) -> list[str]:
+        """Concrete index names matching a wildcard pattern (none: empty)."""
+        with self.errors():
+            found = self.client.indices.get(index=pattern, allow_no_indices=True, ignore_unavailable=True)
+        return sorted(dict(found))
+
+    def is_alias(self, name: str) -> bool:
+        with self.errors():
+            return bool(self.client.indices.exists_alias(name=name))
+
+    def switch_alias(self, alias: str, index: str) -> list[str]:
+        """Point ``alias`` at ``index`` and away from whatever it pointed to, in one atomic ``_aliases`` request
+        (searches see the old index or the new one, never neither). Returns the indices it left."""
+        from ..bodies import alias_actions_body
+
+        old = [name for name in self.alias_indices(alias) if name != index]
+        with self.errors():
+            self.client.indices.update_aliases(body=alias_actions_body(alias, index, old))
+        return old
+
     # ---- models (server mode) ---------------------------------------------------------------------------------
+    def apply_one_node_ml_settings(self) -> bool:
+        """Cluster settings a one-node (test/dev) cluster needs to run models; only applied when asked.
+        Returns whether this engine has any."""
+        return False
+
     def embed_query(self, model_id: str, text: str, cluster_prefix: bool) -> list[float]:
         """The deployed model's vector for a query text (exact search in server mode)."""
         raise MissingCapabilityError(f"Exact search in server mode is not offered on {self.engine}; use a flat index.")
@@ -284,6 +417,18 @@ class Backend(ABC):
 
     @abstractmethod
     def list_models(self) -> list[Any]: ...
+
+
+def _inner_passages(hit: dict) -> list[dict]:
+    """The passages in a hit's ``inner_hits`` (chunked indices), best first, with their score and array offset."""
+    out: list[dict] = []
+    for group in (hit.get("inner_hits") or {}).values():
+        for inner in group.get("hits", {}).get("hits", []):
+            passage = dict(inner.get("_source") or {})
+            passage["score"] = float(inner.get("_score") or 0.0)
+            passage["offset"] = (inner.get("_nested") or {}).get("offset")
+            out.append(passage)
+    return sorted(out, key=lambda p: -p["score"])
 
 
 def _same(current: dict, wanted: dict) -> bool:

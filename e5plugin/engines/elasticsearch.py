@@ -96,6 +96,12 @@ class ElasticsearchBackend(Backend):
     def _with_vectors(self) -> dict:
         return {"source_exclude_vectors": False} if self.capabilities.version >= (9, 1, 0) else {}
 
+    def vector_source(self, vector_field: str) -> dict | list:
+        """Elasticsearch 9.1+ leaves vectors out of ``_source`` unless asked (``exclude_vectors: false``)."""
+        if self.capabilities.version >= (9, 1, 0):
+            return {"includes": [vector_field], "exclude_vectors": False}
+        return [vector_field]
+
     def vector_dims(self, mapping: dict, vector_field: str) -> int | None:
         node: dict = mapping
         for part in vector_field.split("."):
@@ -140,6 +146,32 @@ class ElasticsearchBackend(Backend):
             filter=filters,
         )
         return bodies.knn_search_body(clause, source=source)
+
+    def nested_knn_body(
+        self,
+        *,
+        path: str,
+        vector_field: str,
+        k: int,
+        num_candidates: int,
+        vector: list[float] | None = None,
+        model_id: str | None = None,
+        text: str | None = None,
+        filters: list[dict] | None = None,
+        source: list[str] | bool | None = None,
+    ) -> dict:
+        clause = bodies.knn_clause(
+            vector_field=vector_field,
+            k=k,
+            num_candidates=num_candidates,
+            vector=vector,
+            model_id=model_id,
+            text=text,
+            filter=filters,
+        )
+        body = bodies.knn_search_body(bodies.nested_knn_clause(clause, path=path))
+        body["_source"] = source if source is not None else {"excludes": [path]}
+        return body
 
     def bm25_body(
         self, text: str, *, text_field: str, size: int, filters: list[dict] | None, source: list[str] | bool | None

@@ -132,6 +132,32 @@ class OpenSearchBackend(Backend):
             )
         return bodies.search_body(query, size=k, source=source)
 
+    def nested_knn_body(
+        self,
+        *,
+        path: str,
+        vector_field: str,
+        k: int,
+        num_candidates: int,
+        vector: list[float] | None = None,
+        model_id: str | None = None,
+        text: str | None = None,
+        filters: list[dict] | None = None,
+        source: list[str] | bool | None = None,
+    ) -> dict:
+        inner = bodies.knn_query(
+            vector_field=vector_field, k=k, vector=vector, model_id=model_id, text=text, filter=self._filter(filters)
+        )
+        query = bodies.nested_query(inner, path=path, vector_field=vector_field)
+        return bodies.search_body(query, size=k, source=source if source is not None else {"excludes": [path]})
+
+    def chunked_pipeline_body(
+        self, model_id: str, plan: PrefixPlan, *, text_field: str, passages_field: str, vector_field: str
+    ) -> dict:
+        return bodies.chunked_pipeline_body(
+            model_id, plan, text_field=text_field, passages_field=passages_field, vector_field=vector_field
+        )
+
     def bm25_body(
         self, text: str, *, text_field: str, size: int, filters: list[dict] | None, source: list[str] | bool | None
     ) -> dict:
@@ -169,12 +195,13 @@ class OpenSearchBackend(Backend):
             warnings.filterwarnings("ignore", message=".*system indices.*")
             return self.client.transport.perform_request(method, self.ML + path, body=body, params=params or None)
 
-    def apply_one_node_ml_settings(self) -> None:
-        """Settings a one-node cluster needs to run models (applied only when asked: --one-node-ml)."""
+    def apply_one_node_ml_settings(self) -> bool:
+        """Let ml-commons run models on a one-node cluster (data node = ML node, relaxed memory/disk guards)."""
         from ..devcluster.opensearch import ML_ONE_NODE_SETTINGS
 
         with self.errors():
             self.client.cluster.put_settings(body={"persistent": ML_ONE_NODE_SETTINGS})
+        return True
 
     def find_models(self, name: str | None = None) -> list[dict]:
         """Registered models (not their chunks) made by e5plugin, optionally of one name."""

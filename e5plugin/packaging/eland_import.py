@@ -65,6 +65,7 @@ def trace(spec: ModelSpec, plan: PrefixPlan, es_version: tuple[int, int, int], w
                 "embeds locally with sentence-transformers and works with any model."
             ) from exc
         raise
+    work_dir.mkdir(parents=True, exist_ok=True)
     model_path, config, vocab_path = model.save(str(work_dir))
     config.description = description(spec)
     config.metadata = {"e5plugin": provenance(spec)}

@@ -117,3 +117,33 @@ def test_albert_is_refused_with_client_mode_offered(tmp_path):
     spec = resolve_model(str(directory))
     with pytest.raises(UnsupportedModelError, match="--mode client"):
         backend.import_model(spec, backend.prefix_plan(spec, Mode.SERVER), model_id="albert", work_dir=tmp_path)
+
+
+def test_reimport_reuses_same_source_and_refuses_another(tiny_e5_bert, tiny_bert, tmp_path):
+    backend, client = _backend()
+    spec = resolve_model(str(tiny_e5_bert))
+    plan = backend.prefix_plan(spec, Mode.SERVER)
+    first = backend.import_model(spec, plan, model_id="m", work_dir=tmp_path / "1")
+    parts = sum(1 for r in client.recorded if "/definition/" in r.path)
+    again = backend.import_model(spec, plan, model_id="m", work_dir=tmp_path / "2")
+    assert (first.action, again.action) == ("created", "reused")
+    assert sum(1 for r in client.recorded if "/definition/" in r.path) == parts  # nothing uploaded twice
+    other = resolve_model(str(tiny_bert))
+    from e5plugin.errors import ConflictError
+
+    with pytest.raises(ConflictError, match="--replace"):
+        backend.import_model(other, backend.prefix_plan(other, Mode.SERVER), model_id="m", work_dir=tmp_path / "3")
+    replaced = backend.import_model(
+        other, backend.prefix_plan(other, Mode.SERVER), model_id="m", work_dir=tmp_path / "4", replace=True
+    )
+    assert replaced.action == "replaced"
+    assert any(r.method == "DELETE" and r.path == "/_ml/trained_models/m" for r in client.recorded)
+
+
+def test_eland_major_must_match_the_cluster(tiny_e5_bert, tmp_path):
+    from e5plugin.errors import MissingCapabilityError
+
+    backend, _ = _backend(version="8.15.0")
+    spec = resolve_model(str(tiny_e5_bert))
+    with pytest.raises(MissingCapabilityError, match=r"eland\[pytorch\]>=8,<9"):
+        backend.import_model(spec, backend.prefix_plan(spec, Mode.SERVER), model_id="m", work_dir=tmp_path)

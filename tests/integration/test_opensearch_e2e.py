@@ -148,3 +148,42 @@ def test_client_mode_knn_equals_brute_force_filters_and_hybrid(os_backend, tiny_
     assert [h.id for h in german] == ["4"]
     hybrid = helper.search("password reset", k=3, hybrid=True)
     assert hybrid and hybrid[0].id == "2"
+
+
+def test_long_text_is_truncated_the_same_way_on_both_sides(ml_ready, tiny_e5_bert):
+    """tokenizer.json carries a truncation block at the model's max length, as sentence-transformers truncates."""
+    backend = ml_ready
+    spec = resolve_model(str(tiny_e5_bert))
+    backend.delete_index("e2e-long")
+    deploy(backend, spec, DeployRequest(index="e2e-long", mode=Mode.SERVER, model_id="tiny-e5-long", replicas=0))
+    long_text = " ".join(["semantic search with a vector embedding model"] * 80)  # ~560 tokens > 128
+    assert ingest(backend, "e2e-long", [{"id": "long", "text": long_text}], refresh=True).ok
+    stored = backend.get_document("e2e-long", "long")["embedding"]
+    assert _cos(stored, Embedder(spec).encode(["passage: " + long_text])[0]) > 0.999
+
+
+def test_server_mode_hybrid_uses_the_engine_search_pipeline(ml_ready, tiny_e5_bert):
+    backend = ml_ready
+    spec = resolve_model(str(tiny_e5_bert))
+    backend.delete_index("e2e-hybrid")
+    deploy(backend, spec, DeployRequest(index="e2e-hybrid", mode=Mode.SERVER, model_id="tiny-e5-hybrid", replicas=0))
+    assert ingest(backend, "e2e-hybrid", DOCS, refresh=True).ok
+    helper = SemanticSearch.for_index("e2e-hybrid", backend=backend)
+    hits = helper.search("password reset account", k=3, hybrid=True)
+    assert hits[0].id == "2"
+    assert backend.client.transport.perform_request("GET", "/_search/pipeline/e5plugin-hybrid-rrf")
+
+
+@pytest.mark.slow
+def test_minilm_from_pypi_multi_chunk_upload(ml_ready, minilm):
+    """all-MiniLM-L6-v2 (90 MB zip: several 10 MB chunks) deployed and equal to sentence-transformers locally."""
+    backend = ml_ready
+    spec = resolve_model(str(minilm))
+    backend.delete_index("e2e-minilm")
+    result = deploy(backend, spec, DeployRequest(index="e2e-minilm", mode=Mode.SERVER, model_id="minilm", replicas=0))
+    assert result.setup.plan.ingest is Actor.NOBODY  # no prefixes for this model
+    texts = ["A man is playing a guitar.", "The new movie is awesome", "Elasticsearch and OpenSearch"]
+    assert ingest(backend, "e2e-minilm", [{"id": str(i), "text": t} for i, t in enumerate(texts)], refresh=True).ok
+    local = Embedder(spec).encode(texts)
+    for i, vector in enumerate(local):
+        assert _cos(backend.get_document("e2e-minilm", str(i))["embedding"], vector) > 0.999

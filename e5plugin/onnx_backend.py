@@ -1,0 +1,171 @@
+"""Client-side embedding on ONNX Runtime: the model exported once to ONNX (cached), optionally int8-quantized.
+
+``Embedder(spec, backend="onnx")`` runs the same sentence-transformers pipeline (tokenizer, truncation, pooling,
+normalization) with the transformer on ONNX Runtime instead of PyTorch; ``quantize="int8"`` uses ONNX Runtime's
+dynamic int8 quantization of the MatMul weights (no calibration data). int8 changes the vectors slightly, so
+``backend="auto"`` picks it only for a model whose retrieval quality was checked and accepted
+(:func:`e5plugin.quality.check_quantization` records the verdict next to the cached export).
+
+Needs ``pip install 'e5plugin[onnx]'`` (onnxruntime, optimum-onnx).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import UnsupportedModelError
+from .models import ModelSpec
+
+ONNX_FILE = "onnx/model.onnx"
+CHECK_FILE = "int8-quality-check.json"
+#: ONNX Runtime's CPU provider, named explicitly: onnxruntime lists e.g. the Azure provider first on some builds,
+#: and sentence-transformers would otherwise take the first listed one.
+PROVIDER = "CPUExecutionProvider"
+
+
+def available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+        import optimum.onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _require() -> None:
+    if not available():
+        raise UnsupportedModelError(
+            "The ONNX backend needs ONNX Runtime and Optimum: pip install 'e5plugin[onnx]' "
+            "(or use the default torch backend)."
+        )
+
+
+def cache_dir(spec: ModelSpec) -> Path:
+    """Where this model's ONNX export lives: one folder per weights (sha256 of the checkpoint, else id+revision)."""
+    from .devcluster import default_cache_dir
+
+    key = spec.weights_sha256 or hashlib.sha256(f"{spec.model_id}@{spec.revision or ''}".encode()).hexdigest()
+    return default_cache_dir() / "onnx" / f"{spec.short_name}-{key[:12]}"
+
+
+def quantization_config_name() -> str:
+    """The ONNX Runtime dynamic-quantization preset for this CPU (arm64 / avx512_vnni / avx512 / avx2)."""
+    machine = platform.machine().lower()
+    if machine in ("arm64", "aarch64"):
+        return "arm64"
+    flags = ""
+    with contextlib.suppress(OSError):
+        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    words = set(flags.split())
+    if "avx512_vnni" in words:
+        return "avx512_vnni"
+    if "avx512f" in words:
+        return "avx512"
+    if "avx2" in words or not flags:
+        return "avx2"
+    raise UnsupportedModelError("int8 quantization needs a CPU with AVX2, AVX-512 or ARM64 (none found).")
+
+
+def int8_file() -> str:
+    return f"onnx/model_quint8_{quantization_config_name()}.onnx"
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """One exporter at a time per model (parallel processes wait, then find the export done)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with (directory.parent / f".{directory.name}.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _open(path: Path | str, file_name: str | None = None, export: bool = False) -> Any:
+    from sentence_transformers import SentenceTransformer
+
+    kwargs: dict[str, Any] = {"provider": PROVIDER}
+    if file_name:
+        kwargs["file_name"] = file_name
+    if export:
+        kwargs["export"] = True
+    return SentenceTransformer(str(path), backend="onnx", model_kwargs=kwargs, device="cpu")
+
+
+def export(spec: ModelSpec) -> Path:
+    """The model as a sentence-transformers folder with ``onnx/model.onnx`` (exported once, then reused)."""
+    _require()
+    target = cache_dir(spec)
+    if (target / ONNX_FILE).is_file():
+        return target
+    with _locked(target):
+        if (target / ONNX_FILE).is_file():
+            return target
+        from .models import ensure_local
+
+        source = ensure_local(spec).local_path
+        model = _open(source, export=True)
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as tmp:
+            staged = Path(tmp) / "model"
+            model.save_pretrained(str(staged))
+            if target.exists():
+                shutil.rmtree(target)
+            staged.rename(target)  # complete or absent, never half-written
+    return target
+
+
+def quantize_int8(spec: ModelSpec) -> Path:
+    """The dynamic int8 ONNX file for this CPU (made once from the fp32 export); returns the model folder."""
+    target = export(spec)
+    name = int8_file()
+    if (target / name).is_file():
+        return target
+    with _locked(target):
+        if not (target / name).is_file():
+            from sentence_transformers import export_dynamic_quantized_onnx_model
+
+            export_dynamic_quantized_onnx_model(_open(target, ONNX_FILE), quantization_config_name(), str(target))
+    return target
+
+
+def load(spec: ModelSpec, *, quantize: str | None = None) -> Any:
+    """A SentenceTransformer running on ONNX Runtime (CPU), fp32 or int8."""
+    if quantize == "int8":
+        return _open(quantize_int8(spec), int8_file())
+    return _open(export(spec), ONNX_FILE)
+
+
+# ---- the recorded quality verdict -------------------------------------------------------------------------------
+def record_check(spec: ModelSpec, result: dict) -> Path:
+    """Store a quantization quality check's result next to the model's export (read by :func:`int8_accepted`)."""
+    directory = cache_dir(spec)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECK_FILE
+    path.write_text(json.dumps({**result, "quantization": quantization_config_name()}, indent=2))
+    return path
+
+
+def recorded_check(spec: ModelSpec) -> dict | None:
+    path = cache_dir(spec) / CHECK_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def int8_accepted(spec: ModelSpec) -> bool:
+    """Whether a recorded check found int8 within tolerance of fp32 for this model (same weights, same preset)."""
+    check = recorded_check(spec)
+    return bool(check and check.get("accepted") and check.get("quantization") == quantization_config_name())
