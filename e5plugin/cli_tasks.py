@@ -16,6 +16,8 @@ from .cli import E5Group, State, _echo_json, _resolve_model
 
 
 def _progress_bar(label: str, disable: bool):
+    """A rich progress bar on stderr (stdout stays clean for JSON), shown only on a terminal."""
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
@@ -25,7 +27,7 @@ def _progress_bar(label: str, disable: bool):
         TimeElapsedColumn(),
         disable=disable or not sys.stderr.isatty(),
         transient=True,
-        console=None,
+        console=Console(stderr=True),
     )
 
 
@@ -43,7 +45,7 @@ def faq():
     type=click.Choice(["question", "answer", "both"]),
     default="both",
     show_default=True,
-    help="What is embedded: the question, the answer, or one passage of question + answer.",
+    help="What is embedded: the question, the answer, or both (two vectors per entry; the better one counts).",
 )
 @click.option("--model", "-m", help="Create the index for this model when it does not exist yet.")
 @click.option(

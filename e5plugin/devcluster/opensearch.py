@@ -48,6 +48,9 @@ ML_ONE_NODE_SETTINGS: dict[str, object] = {
     "plugins.ml_commons.jvm_heap_memory_threshold": 100,
     "plugins.ml_commons.disk_free_space_threshold": "100mb",
     "plugins.ml_commons.model_access_control_enabled": False,
+    # default 10: a dev/test node that tries several models (or a test suite) runs into "Exceed max local
+    # model per node limit" on the 11th deployment
+    "plugins.ml_commons.max_model_on_node": 100,
 }
 
 # Modules the plugins and the product rely on; all ship in the 3.x integ-test-zip.

@@ -11,9 +11,10 @@ How it runs (bounded memory, no all-pairs in Python):
    A pair needs to be found from one side only (similarity is symmetric), and a cluster larger than
    ``neighbors + 1`` is still connected through chains.
 
-Memory is O(number of documents) for the id table and three arrays (union-find parent, best score, best
-neighbour: 12 bytes per document), plus one page of vectors; clusters (documents with at least one neighbour
-above the threshold) are materialized only for the report.
+Memory is O(number of documents): the id table (id -> position) and four int32/float32 arrays (union-find parent
+and set size, each document's best score and best neighbour: 16 bytes per document), plus one page of vectors
+and its responses; clusters (documents with at least one neighbour above the threshold) are materialized only
+for the report.
 
 Threshold: the caller's, else the calibration stored in the index (``e5plugin calibrate --index``), else
 :data:`~e5plugin.tasks.calibrate.DEFAULT_THRESHOLDS` (``dedup``: 0.90 for E5 models, 0.80 for others).
