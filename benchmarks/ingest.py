@@ -153,7 +153,9 @@ def client_side(args, engine: str, url: str, spec, corpus, texts, tokens, embedd
         naive_load(backend, index, torch_embedder.model, texts, corpus, spec.normalize, args.batch_size)
     assert backend.count(index) == len(corpus)
     naive = row("naive (torch)", engine, len(corpus), tokens, t)
+    naive["x_floor"] = naive["x_torch_floor"] = round(naive["docs_per_s"] / floors["torch"], 3)
     rows.append(naive)
+    print_table([naive], COLUMNS)
     variants = [("e5plugin (torch)", "torch", {})]
     if engine == "elasticsearch" or args.all_variants:
         variants += [
@@ -175,10 +177,10 @@ def client_side(args, engine: str, url: str, spec, corpus, texts, tokens, embedd
         result = row(label, engine, len(corpus), tokens, t, meter.seconds)
         result["x_floor"] = round(result["docs_per_s"] / floors[name], 3)
         result["x_torch_floor"] = round(result["docs_per_s"] / floors["torch"], 3)
+        result["x_naive"] = round(result["docs_per_s"] / naive["docs_per_s"], 3)
         rows.append(result)
-    for r in rows:
-        r["x_naive"] = round(r["docs_per_s"] / naive["docs_per_s"], 3)
-    naive["x_floor"] = naive["x_torch_floor"] = round(naive["docs_per_s"] / floors["torch"], 3)
+        print_table([result], COLUMNS)
+    naive["x_naive"] = 1.0
     backend.delete_index(index)
     return rows
 

@@ -89,16 +89,19 @@ def main() -> None:
     parser.add_argument("--os-url")
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--requests", type=int, default=300, help="requests per row")
-    parser.add_argument("--limit-docs", type=int, default=0, help="only the first N documents (a quick run)")
+    parser.add_argument(
+        "--limit-docs", type=int, default=0, help="only the first N documents, plus every judged one (a quick run)"
+    )
     parser.add_argument("--no-server", action="store_true", help="skip the OpenSearch server-side row")
     parser.add_argument("--wait-load", type=float, default=1.5)
     parser.add_argument("--max-wait", type=float, default=900)
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
 
-    corpus, queries, _ = load_scifact("test")
-    if args.limit_docs:
-        corpus = corpus[: args.limit_docs]
+    corpus, queries, qrels = load_scifact("test")
+    if args.limit_docs:  # the first N documents plus every judged one
+        judged = {doc for rel in qrels.values() for doc in rel}
+        corpus = [d for i, d in enumerate(corpus) if i < args.limit_docs or d["id"] in judged]
     texts = list(queries.values())
     spec = resolve_model(model_path(args.model))
     embedder = Embedder(spec)
@@ -138,6 +141,17 @@ def main() -> None:
                         args.requests,
                     ),
                 ]
+                if n == 1:  # one query encode, measured beside this engine's rows (same load) for the target
+                    found.append(
+                        measure(
+                            "encode (one query)",
+                            engine,
+                            lambda t: embedder.encode_queries([t]),
+                            texts,
+                            1,
+                            args.requests,
+                        )
+                    )
                 if server_helper is not None:
                     found.append(
                         measure(
@@ -170,8 +184,8 @@ def main() -> None:
     print()
     print_table(rows, COLUMNS)
     targets = {}
-    encode = next(r for r in rows if r["what"].startswith("encode") and r["clients"] == 1)
     for engine in {r["engine"] for r in rows if r["engine"] != "-"}:
+        encode = next(r for r in rows if r["what"].startswith("encode") and r["engine"] == engine)
         base = next(r for r in rows if r["engine"] == engine and r["clients"] == 1 and r["what"].startswith("floor"))
         knn = next(r for r in rows if r["engine"] == engine and r["clients"] == 1 and r["what"] == "helper knn")
         overhead = knn["p50_ms"] - base["p50_ms"]

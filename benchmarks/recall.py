@@ -43,8 +43,9 @@ def main() -> None:
     import time
 
     corpus, queries, qrels = load_scifact("test")
-    if args.limit_docs:
-        corpus = corpus[: args.limit_docs]
+    if args.limit_docs:  # the first N documents plus every judged one
+        judged = {doc for rel in qrels.values() for doc in rel}
+        corpus = [d for i, d in enumerate(corpus) if i < args.limit_docs or d["id"] in judged]
     spec = resolve_model(model_path(args.model))
     embedder = Embedder(spec)
     doc_vectors = cached_vectors(embedder, [d["text"] for d in corpus], "passage")

@@ -73,8 +73,9 @@ def main() -> None:
                 continue
             backend.delete_index(index)
             result = deploy(
-                backend, spec, DeployRequest(index=index, mode=mode, index_options=options, replicas=0,
-                                             model_id="bench-minilm")
+                backend,
+                spec,
+                DeployRequest(index=index, mode=mode, index_options=options, replicas=0, model_id="bench-minilm"),
             )
             if embedder is not None:
                 embedder.plan = result.setup.plan

@@ -142,10 +142,12 @@ def chunks_split(source, model, chunk_size, chunk_overlap):
     Example:
       e5plugin chunks split chapter1.txt --model intfloat/e5-small-v2 --chunk-size 128
     """
+    from .prefixes import Mode, plan_prefixes
     from .tasks.chunking import Chunker, ChunkingSettings
 
     spec = _resolve_model(model, None, None)
-    chunker = Chunker(spec, ChunkingSettings(chunk_size=chunk_size, overlap=chunk_overlap), spec.passage_prefix)
+    prefix = plan_prefixes(spec, Mode.CLIENT, cluster_prefix_support=False).passage_prefix  # room kept for it
+    chunker = Chunker(spec, ChunkingSettings(chunk_size=chunk_size, overlap=chunk_overlap), prefix)
     text = click.get_text_stream("stdin").read() if source == "-" else Path(source).read_text(encoding="utf-8")
     for passage in chunker(text):
         click.echo(json.dumps({**passage.to_source(), "tokens": passage.tokens}, ensure_ascii=False))

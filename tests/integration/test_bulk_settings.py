@@ -64,3 +64,19 @@ def test_a_run_that_died_mid_load_is_repaired_by_the_next_one(es_backend, index)
     with bulk_load_settings(es_backend, index) as previous:
         assert previous == {"refresh_interval": "7s", "number_of_replicas": "1"}  # not the -1 it found
     assert es_backend.index_settings(index, NAMES) == {"refresh_interval": "7s", "number_of_replicas": "1"}
+
+
+def test_cli_ingest_bulk_settings_on_restores_the_index(elasticsearch, es_backend, index, tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from e5plugin.cli import cli
+
+    source = tmp_path / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": str(i), "text": f"document {i}"}) + "\n" for i in range(12)))
+    args = ["--url", elasticsearch.url, "ingest", str(source), "--index", index, "--bulk-settings", "on", "--json"]
+    result = CliRunner().invoke(cli, args, env={}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert es_backend.count(index) == 12
+    assert es_backend.index_settings(index, NAMES) == {"refresh_interval": "7s", "number_of_replicas": "1"}
