@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import sys
@@ -11,6 +10,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from e5plugin.quality import ndcg_at_k  # noqa: F401 - the product's metric, re-exported
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("E5PLUGIN_SHARED", ROOT.parent / "shared"))
@@ -37,18 +38,6 @@ def load_scifact(split: str = "test") -> tuple[list[dict], dict[str, str], dict[
             qid, did, score = line.strip().split("\t")
             qrels.setdefault(qid, {})[did] = int(score)
     return corpus, {q: queries[q] for q in qrels}, qrels
-
-
-def ndcg_at_k(ranked: dict[str, list[str]], qrels: dict[str, dict[str, int]], k: int = 10) -> float:
-    """Mean nDCG@k (trec_eval's linear gain, as BEIR/MTEB report it) over the queries in qrels."""
-    total = 0.0
-    for qid, relevant in qrels.items():
-        got = ranked.get(qid, [])[:k]
-        dcg = sum(relevant.get(doc, 0) / math.log2(rank + 2) for rank, doc in enumerate(got))
-        ideal = sorted(relevant.values(), reverse=True)[:k]
-        idcg = sum(gain / math.log2(rank + 2) for rank, gain in enumerate(ideal))
-        total += dcg / idcg if idcg else 0.0
-    return total / len(qrels)
 
 
 def recall_vs(reference: dict[str, list[str]], candidate: dict[str, list[str]], k: int = 10) -> float:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ import numpy as np
 from ..errors import ConfigurationError
 from ..models import ModelSpec, resolve_model
 from ..prefixes import Actor, Mode, PrefixPlan, plan_prefixes
+from ..quality import ndcg_at_k
 
 REPORT_FILE = "e5plugin-finetune.json"
 
@@ -151,18 +151,6 @@ def batches_without_duplicates(pairs: Sequence[Pair], batch_size: int, rng: rand
 
 
 # ---- metrics --------------------------------------------------------------------------------------------------------
-def ndcg_at_k(ranked: dict[str, list[str]], qrels: dict[str, dict[str, int]], k: int = 10) -> float:
-    """Mean nDCG@k with linear gains (trec_eval / BEIR / MTEB) over the queries in ``qrels``."""
-    total = 0.0
-    for qid, relevant in qrels.items():
-        got = ranked.get(qid, [])[:k]
-        dcg = sum(relevant.get(doc, 0) / math.log2(rank + 2) for rank, doc in enumerate(got))
-        ideal = sorted(relevant.values(), reverse=True)[:k]
-        idcg = sum(gain / math.log2(rank + 2) for rank, gain in enumerate(ideal))
-        total += dcg / idcg if idcg else 0.0
-    return total / len(qrels) if qrels else 0.0
-
-
 def evaluate_in_memory(
     spec: ModelSpec, queries: dict[str, str], corpus: dict[str, str], qrels: dict, k: int = 10
 ) -> float:
