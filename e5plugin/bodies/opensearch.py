@@ -44,7 +44,8 @@ def index_body(
     vector["dimension"] = spec.dims
     vector["method"]["space_type"] = SPACE_TYPE
     if index_options == "hnsw_sq":
-        vector["method"]["parameters"]["encoder"] = {"name": "sq"}
+        # 7-bit scalar quantization (Lucene's int8 sq); OpenSearch 3.6+ refuses an sq encoder without ``bits``
+        vector["method"]["parameters"]["encoder"] = {"name": "sq", "parameters": {"bits": 7}}
     body["mappings"]["properties"] = rename_fields(props, text_field, vector_field)
     if nested:
         nest_passages(body["mappings"]["properties"], nested)

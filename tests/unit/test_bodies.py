@@ -27,7 +27,10 @@ def test_es_index_body_dims_similarity_pipeline():
 def test_os_index_body_nested_fields():
     body = os_.index_body(E5, text_field="doc.text", vector_field="doc.vec", index_options="hnsw_sq")
     doc = body["mappings"]["properties"]["doc"]["properties"]
-    assert doc["vec"]["dimension"] == 768 and doc["vec"]["method"]["parameters"]["encoder"] == {"name": "sq"}
+    assert doc["vec"]["dimension"] == 768 and doc["vec"]["method"]["parameters"]["encoder"] == {
+        "name": "sq",
+        "parameters": {"bits": 7},
+    }
     assert doc["text"] == {"type": "text"}
 
 
