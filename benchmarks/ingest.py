@@ -290,8 +290,16 @@ def main() -> None:
             rows += found
             if engine == "opensearch" and args.server_docs:
                 rows += server_side(args, url, spec, corpus, token_counts, floors["torch"])
+    # Load-robust view: with every process on the same cores, throughput follows the CPU seconds a document costs
+    # in total (client + node); x_floor_cpu = the floor's CPU per document / this row's CPU per document.
+    floor_cpu = {r["variant"][7:-1]: r["client_cpu_s"] / r["docs"] for r in rows if r["variant"].startswith("floor")}
+    for r in rows:
+        backend_name = r["variant"].split("(")[-1].rstrip(")") if "(" in r["variant"] else "torch"
+        per_doc = (r["client_cpu_s"] + (r["node_cpu_s"] or 0)) / r["docs"]
+        if r["engine"] != "-" and not r["variant"].startswith("server") and per_doc:
+            r["x_floor_cpu"] = round(floor_cpu.get(backend_name, floor_cpu["torch"]) / per_doc, 3)
     print()
-    print_table(rows, COLUMNS)
+    print_table(rows, [*COLUMNS, "x_floor_cpu"])
     result = {
         "model": spec.model_id,
         "docs": len(corpus),

@@ -296,9 +296,9 @@ def deploy(
 @click.option(
     "--embed-backend",
     type=click.Choice(["auto", "torch", "onnx", "onnx-int8"]),
-    default="auto",
+    default="torch",
     show_default=True,
-    help="Client mode: what runs the model; auto: ONNX int8 where `model check-quantization` accepted it.",
+    help="Client mode: what runs the model; auto: ONNX int8 where `model check-quantization` accepted it, else torch.",
 )
 @click.pass_obj
 def ingest(

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import os
 import platform
 import shutil
 import tempfile
@@ -50,11 +51,15 @@ def _require() -> None:
 
 
 def cache_dir(spec: ModelSpec) -> Path:
-    """Where this model's ONNX export lives: one folder per weights (sha256 of the checkpoint, else id+revision)."""
+    """Where this model's ONNX export lives: one folder per weights (sha256 of the checkpoint, else id+revision).
+
+    ``E5PLUGIN_ONNX_CACHE`` moves exports and quality verdicts elsewhere (the test suite isolates them)."""
     from .devcluster import default_cache_dir
 
     key = spec.weights_sha256 or hashlib.sha256(f"{spec.model_id}@{spec.revision or ''}".encode()).hexdigest()
-    return default_cache_dir() / "onnx" / f"{spec.short_name}-{key[:12]}"
+    override = os.environ.get("E5PLUGIN_ONNX_CACHE")
+    root = Path(override) if override else default_cache_dir() / "onnx"
+    return root / f"{spec.short_name}-{key[:12]}"
 
 
 def quantization_config_name() -> str:

@@ -3,6 +3,9 @@
 E5PLUGIN_TEST_OPENSEARCH_URL      use this OpenSearch instead of starting one
 E5PLUGIN_TEST_ELASTICSEARCH_URL   use this Elasticsearch instead of starting one
 E5PLUGIN_CACHE                    where node distributions are assembled (default ~/.cache/e5plugin)
+
+ONNX exports and int8 quality verdicts go to a per-session folder: a verdict recorded on this machine by a benchmark
+(``model check-quantization``) must not switch the tests' ``auto`` embedding to int8.
 """
 
 from __future__ import annotations
@@ -23,6 +26,17 @@ from e5plugin.devcluster import Node, default_cache_dir, start_node
 from e5plugin.engines import connect
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    previous = os.environ.get("E5PLUGIN_ONNX_CACHE")
+    os.environ["E5PLUGIN_ONNX_CACHE"] = str(tmp_path_factory.mktemp("onnx-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("E5PLUGIN_ONNX_CACHE", None)
+    else:
+        os.environ["E5PLUGIN_ONNX_CACHE"] = previous
 
 
 @dataclass

@@ -207,10 +207,14 @@ def test_undeployed_model_is_detected_by_doctor_and_redeployed_by_deploy(opensea
     with pytest.raises(ModelNotDeployedError, match="did not finish within"):
         os_backend.undeploy(model_id)
         os_backend.deploy(model_id, timeout=0.0)  # a deployment that times out says what to do
+    deadline = time.monotonic() + 120  # the timed-out deployment goes on in the cluster: let it finish first
+    while os_backend.model_state(model_id) not in os_backend.DEPLOYED and time.monotonic() < deadline:
+        time.sleep(0.5)
     os_backend.undeploy(model_id)  # as after a restart without auto-redeploy
     deadline = time.monotonic() + 120  # undeploy is asynchronous; slow on a loaded machine
-    while os_backend.model_state(model_id) in os_backend.DEPLOYED and time.monotonic() < deadline:
+    while os_backend.model_state(model_id) in (*os_backend.DEPLOYED, "DEPLOYING") and time.monotonic() < deadline:
         time.sleep(0.5)
+    assert os_backend.model_state(model_id) not in os_backend.DEPLOYED
     doctor = CliRunner().invoke(cli, ["--url", opensearch.url, "doctor"])
     assert doctor.exit_code == 1 and model_id in doctor.output and "e5plugin deploy" in doctor.output
     again = deploy(os_backend, spec, request)

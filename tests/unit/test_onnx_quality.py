@@ -20,7 +20,7 @@ TEXTS = ["the password reset failed", "a vector search engine", "help with login
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("E5PLUGIN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("E5PLUGIN_ONNX_CACHE", str(tmp_path / "cache" / "onnx"))
     return tmp_path / "cache"
 
 
