@@ -644,13 +644,20 @@ def pipeline():
 @click.pass_obj
 def pipeline_install(state: State, index):
     """(Re)install the embedding pipeline recorded for an index. Example: e5plugin pipeline install --index docs"""
+    from .deploy import pipeline_body
     from .search import SemanticSearch
 
     setup = SemanticSearch.for_index(index, backend=state.backend).setup
     if not setup.pipeline:
         raise errors.ConfigurationError(f"Index {index!r} is in client mode: it has no ingest pipeline.")
-    body = state.backend.bodies.pipeline_body(
-        setup.model_id, setup.plan, text_field=setup.text_field, vector_field=setup.vector_field
+    passages = setup.chunking.field if setup.chunking else None
+    body = pipeline_body(
+        state.backend,
+        setup.model_id,
+        setup.plan,
+        text_field=setup.text_field,
+        vector_field=setup.vector_field.removeprefix(f"{passages}.") if passages else setup.vector_field,
+        passages_field=passages,
     )
     click.echo(f"{setup.pipeline}: {state.backend.put_pipeline(setup.pipeline, body)}")
 

@@ -144,14 +144,28 @@ def _chunking(spec: ModelSpec, plan, settings: ChunkingSettings | None) -> Chunk
 
 
 def _pipeline_body(backend: Backend, model_id: str, plan, request: DeployRequest, chunking) -> dict:
-    if chunking:
-        return backend.chunked_pipeline_body(
-            model_id,
-            plan,
-            text_field=request.text_field,
-            passages_field=chunking.field,
-            vector_field=request.vector_field,
-        )
-    return backend.bodies.pipeline_body(
-        model_id, plan, text_field=request.text_field, vector_field=request.vector_field
+    return pipeline_body(
+        backend,
+        model_id,
+        plan,
+        text_field=request.text_field,
+        vector_field=request.vector_field,
+        passages_field=chunking.field if chunking else None,
     )
+
+
+def pipeline_body(
+    backend: Backend,
+    model_id: str,
+    plan,
+    *,
+    text_field: str,
+    vector_field: str,
+    passages_field: str | None = None,
+) -> dict:
+    """The ingest pipeline of a server-mode index (``passages_field``: a chunked index embeds every passage)."""
+    if passages_field:
+        return backend.chunked_pipeline_body(
+            model_id, plan, text_field=text_field, passages_field=passages_field, vector_field=vector_field
+        )
+    return backend.bodies.pipeline_body(model_id, plan, text_field=text_field, vector_field=vector_field)

@@ -55,7 +55,9 @@ class Embedder:
 
     @property
     def dims(self) -> int:
-        return int(self.model.get_sentence_embedding_dimension() or self.spec.dims)
+        model = self.model
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(dimension() or self.spec.dims)
 
     def encode(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """Embed texts exactly as given (no prefix added): float32, L2-normalized when the model is.

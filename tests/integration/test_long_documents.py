@@ -111,7 +111,7 @@ def ml_ready(os_backend):
 
 @pytest.mark.opensearch
 @pytest.mark.parametrize("cluster_prefixes", [True, False], ids=["prefixes-in-model-config", "prefixes-in-pipeline"])
-def test_server_mode_embeds_every_passage_in_the_cluster(ml_ready, tiny_e5_bert, cluster_prefixes):
+def test_server_mode_embeds_every_passage_in_the_cluster(opensearch, ml_ready, tiny_e5_bert, cluster_prefixes):
     backend = ml_ready
     original = backend._capabilities
     backend._capabilities = dataclasses.replace(backend.capabilities, cluster_prefixes=cluster_prefixes)
@@ -151,8 +151,24 @@ def test_server_mode_embeds_every_passage_in_the_cluster(ml_ready, tiny_e5_bert,
         assert [h.id for h in hits] == sorted(scores, key=lambda d: -scores[d])
         assert hits[0].similarity == pytest.approx(scores[hits[0].id], abs=2e-3)
         assert hits[0].passage and hits[0].passage["offset"] is not None
+        _pipeline_install_restores(backend, opensearch.url, index, result.setup.pipeline)
     finally:
         backend._capabilities = original
+
+
+def _pipeline_install_restores(backend, url: str, index: str, pipeline: str) -> None:
+    """A deleted pipeline is flagged by doctor; `pipeline install` puts back exactly what deploy installed."""
+    from e5plugin.cli import cli
+
+    installed = backend.get_pipeline(pipeline)
+    backend.client.ingest.delete_pipeline(id=pipeline)
+    doctor = CliRunner().invoke(cli, ["--url", url, "doctor"])
+    assert f"Pipeline {pipeline!r} of index {index!r} is missing" in doctor.output
+    first = CliRunner().invoke(cli, ["--url", url, "pipeline", "install", "-i", index], catch_exceptions=False)
+    assert first.exit_code == 0 and first.output.strip() == f"{pipeline}: created", first.output
+    assert backend.get_pipeline(pipeline) == installed  # the chunked pipeline, not a plain one
+    again = CliRunner().invoke(cli, ["--url", url, "pipeline", "install", "-i", index], catch_exceptions=False)
+    assert again.output.strip() == f"{pipeline}: unchanged", again.output
 
 
 @pytest.mark.elasticsearch

@@ -355,3 +355,28 @@ def test_read_only_role_can_search_but_not_deploy_or_write(secured_elasticsearch
     with pytest.raises(PermissionDeniedError, match="indices:data/write/bulk"):
         ingest(reader, "ro-docs", [{"id": "2", "text": "not allowed"}], embedder=embedder)
     assert admin.count("ro-docs") == 1
+
+
+@pytest.mark.secured
+def test_api_key_is_sent_and_a_refused_key_is_a_clear_error_without_the_key(secured_elasticsearch):
+    """A real API key cannot be created on the integ-test distribution (its `.security` index needs the
+    analysis-common module): this checks the key reaches the node as `Authorization: ApiKey` and a refused key
+    ends in exit 4 with the secret masked everywhere."""
+    import base64
+
+    from click.testing import CliRunner
+
+    from e5plugin.cli import cli
+    from e5plugin.errors import AuthenticationError
+
+    key = base64.b64encode(b"e5plugin-unknown-id:not-a-real-api-key-Secr3t").decode()
+    with pytest.raises(AuthenticationError, match="--api-key") as refused:
+        connect(ConnectionConfig(urls=[secured_elasticsearch.url], api_key=key))
+    assert key not in str(refused.value)
+    result = CliRunner().invoke(cli, ["--url", secured_elasticsearch.url, "--api-key", key, "doctor"])
+    assert result.exit_code == AuthenticationError.exit_code and "HTTP 401" in result.output
+    assert key not in result.output
+    dry = CliRunner().invoke(
+        cli, ["--url", secured_elasticsearch.url, "--api-key", key, "deploy", "-m", "x", "-i", "y", "--dry-run"]
+    )
+    assert key not in dry.output
