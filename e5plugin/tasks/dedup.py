@@ -17,7 +17,7 @@ and its responses; clusters (documents with at least one neighbour above the thr
 for the report.
 
 Threshold: the caller's, else the calibration stored in the index (``e5plugin calibrate --index``), else
-:data:`~e5plugin.tasks.calibrate.DEFAULT_THRESHOLDS` (``dedup``: 0.90 for E5 models, 0.80 for others).
+:data:`~e5plugin.tasks.calibrate.DEFAULT_THRESHOLDS` (``dedup``: 0.97 for E5 models, 0.90 for others).
 
 Tagging (``tag_duplicates``) writes, with bulk partial updates (the vectors are left as they are):
 ``e5plugin_duplicate_cluster`` (keyword, on every member: the cluster id = its smallest document id),

@@ -19,7 +19,9 @@ SciFact FAQ set with all-MiniLM-L6-v2 (``benchmarks/use_cases.py``, accuracy@1 o
 concatenation scored 0.861, below the question alone (0.870; the answer alone 0.694): a long answer dilutes the
 question's wording in one mean-pooled vector, and what does not fit in the model's ``max_length`` is cut off. Two
 vectors scored 0.900, above both single fields, because a user question is matched by the stored question when
-worded alike and by the answer when not. Two documents per
+worded alike and by the answer when not. With the multilingual-e5-small approximation (512 tokens) the ranking
+differs: concatenation 0.892, two vectors 0.878, question 0.817, answer 0.704: the choice is model-dependent,
+which is why ``--embed`` is offered and measured rather than fixed. Two documents per
 entry keep everything else unchanged: the index's one vector field, the same ingest pipeline in server mode,
 ``passage: `` added once per document by whoever the prefix plan names, and re-ingesting an entry overwrites both
 (stable ids). The price: twice the vectors, and ``2 * k`` hits fetched to collapse them into ``k`` entries.
@@ -28,7 +30,7 @@ Asking goes through :class:`~e5plugin.search.SemanticSearch` (the query prefix h
 cluster in server mode, by the embedder in client mode). The confidence is the cosine similarity recovered from
 the engine's score; below the threshold the result says there is no good answer (and still lists the best
 candidates). Threshold: the caller's, else the calibration stored in the index (``e5plugin calibrate --index``),
-else :data:`~e5plugin.tasks.calibrate.DEFAULT_THRESHOLDS` (``faq``: 0.80 for E5 models, 0.50 for others).
+else :data:`~e5plugin.tasks.calibrate.DEFAULT_THRESHOLDS` (``faq``: 0.87 for E5 models, 0.60 for others).
 """
 
 from __future__ import annotations

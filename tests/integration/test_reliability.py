@@ -380,3 +380,46 @@ def test_api_key_is_sent_and_a_refused_key_is_a_clear_error_without_the_key(secu
         cli, ["--url", secured_elasticsearch.url, "--api-key", key, "deploy", "-m", "x", "-i", "y", "--dry-run"]
     )
     assert key not in dry.output
+
+
+def _rss_mb() -> float:
+    from pathlib import Path
+
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.elasticsearch
+@pytest.mark.slow
+def test_client_memory_stays_flat_over_a_100k_document_ingest(es_backend, tiny_e5_bert):
+    """100,000 generated documents streamed through client-mode ingest: the RSS after 100k is within a few MB of
+    the RSS after 10k (nothing accumulates per document). Figures for the README: benchmarks/memory.py."""
+    import random
+
+    words = ["the", "of", "and", "to", "in", "vector", "search", "engine", "model", "text", "answer", "index"]
+    spec = resolve_model(str(tiny_e5_bert))
+    embedder = _client_index(es_backend, spec, "rel-memory")
+    embedder.encode_passages(["warm up"] * 64)
+
+    def documents(count: int):
+        rng = random.Random(11)
+        for i in range(count):
+            yield {"id": f"d{i}", "text": " ".join(rng.choice(words) for _ in range(rng.randint(10, 40)))}
+
+    done, rss = [0], {}
+
+    def progress(n: int) -> None:
+        done[0] += n
+        for mark in (10_000, 100_000):
+            if done[0] >= mark and mark not in rss:
+                rss[mark] = _rss_mb()
+
+    report = ingest(es_backend, "rel-memory", documents(100_000), embedder=embedder, batch_size=512, progress=progress)
+    assert report.ok and report.indexed == 100_000
+    es_backend.refresh("rel-memory")
+    assert es_backend.count("rel-memory") == 100_000
+    print(f"RSS after 10k: {rss[10_000]:.1f} MB, after 100k: {rss[100_000]:.1f} MB")
+    assert rss[100_000] - rss[10_000] < 25, rss
+    es_backend.delete_index("rel-memory")
