@@ -151,14 +151,59 @@ def _masked(text: str, state: State) -> str:
     return text
 
 
-def _mode_option(default: str = "auto"):
+def _mode_option(
+    default: str = "auto",
+    help: str = "server: the cluster embeds (ML); client: e5plugin embeds locally. auto: server when the cluster can.",
+):
     return click.option(
-        "--mode",
-        type=click.Choice(["auto", "server", "client"]),
-        default=default,
-        show_default=True,
-        help="server: the cluster embeds (ML); client: e5plugin embeds locally. auto: server when the cluster can.",
+        "--mode", type=click.Choice(["auto", "server", "client"]), default=default, show_default=True, help=help
     )
+
+
+def _chosen_mode(backend, mode: str, chunked: bool = False):
+    """server / client; auto: server when the cluster can run the model (and, for chunked indices, embed passages)."""
+    from .prefixes import Mode
+
+    if mode != "auto":
+        return Mode(mode)
+    if not backend.capabilities.ml:
+        return Mode.CLIENT
+    if chunked:
+        from .models import KNOWN_MODELS
+
+        plan = backend.prefix_plan(KNOWN_MODELS["intfloat/e5-small-v2"], Mode.SERVER)
+        try:
+            backend.chunked_pipeline_body("probe", plan, text_field="text", passages_field="p", vector_field="v")
+        except errors.MissingCapabilityError:
+            return Mode.CLIENT
+    return Mode.SERVER
+
+
+def _progress_bar(label: str, disable: bool):
+    """A rich progress bar on stderr (stdout stays clean for JSON), shown only on a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=disable or not sys.stderr.isatty(),
+        transient=True,
+        console=Console(stderr=True),
+    )
+
+
+def _echo_dry_run(state: State, backend, planned_requests) -> None:
+    """What a ``--dry-run`` would have sent, secrets masked."""
+    click.echo(f"# dry run against {backend.engine} {backend.capabilities.version_text}: nothing was sent")
+    click.echo(f"# connection: {json.dumps(state.config.masked())}")
+    for planned in planned_requests:
+        note = f"  # {planned.note}" if planned.note else ""
+        click.echo(f"{planned.method} {planned.path}{note}")
+        if planned.body is not None:
+            click.echo(_masked(json.dumps(planned.body, indent=2, ensure_ascii=False), state))
 
 
 def _resolve_model(model: str, query_prefix: str | None, passage_prefix: str | None):
@@ -231,7 +276,7 @@ def deploy(
 
     backend = state.backend
     spec = _resolve_model(model, query_prefix, passage_prefix)
-    chosen = Mode.SERVER if mode == "server" or (mode == "auto" and backend.capabilities.ml) else Mode.CLIENT
+    chosen = _chosen_mode(backend, mode)
     request = DeployRequest(
         index=index,
         text_field=text_field,
@@ -250,13 +295,7 @@ def deploy(
         click.echo("applied the one-node ML cluster settings")
     result = run_deploy(backend, spec, request, dry_run=dry_run)
     if dry_run:
-        click.echo(f"# dry run against {backend.engine} {backend.capabilities.version_text}: nothing was sent")
-        click.echo(f"# connection: {json.dumps(state.config.masked())}")
-        for planned in result.planned:
-            note = f"  # {planned.note}" if planned.note else ""
-            click.echo(f"{planned.method} {planned.path}{note}")
-            if planned.body is not None:
-                click.echo(_masked(json.dumps(planned.body, indent=2, ensure_ascii=False), state))
+        _echo_dry_run(state, backend, result.planned)
         return
     plan = result.setup.plan
     click.echo(f"engine      {backend.engine} {backend.capabilities.version_text}")
@@ -311,7 +350,6 @@ def ingest(
       e5plugin ingest docs.jsonl --index docs
       cat docs.jsonl | e5plugin ingest - --index docs --resume
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .ingest import Checkpoint, open_input, read_documents
     from .ingest import ingest as run_ingest
@@ -338,14 +376,7 @@ def ingest(
     if not resume:
         checkpoint.clear()
         checkpoint = Checkpoint(checkpoint.path)
-    with Progress(
-        TextColumn("ingest"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=as_json or not sys.stderr.isatty(),
-        transient=True,
-    ) as bar:
+    with _progress_bar("ingest", as_json) as bar:
         task = bar.add_task("ingest", total=None)
         report = run_ingest(
             backend,

@@ -6,29 +6,12 @@ work is in :mod:`e5plugin.tasks`.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from . import errors
-from .cli import E5Group, State, _echo_json, _resolve_model
-
-
-def _progress_bar(label: str, disable: bool):
-    """A rich progress bar on stderr (stdout stays clean for JSON), shown only on a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=disable or not sys.stderr.isatty(),
-        transient=True,
-        console=Console(stderr=True),
-    )
+from .cli import E5Group, State, _chosen_mode, _echo_json, _mode_option, _progress_bar, _resolve_model
 
 
 # ---- faq ----------------------------------------------------------------------------------------------------------
@@ -48,13 +31,7 @@ def faq():
     help="What is embedded: the question, the answer, or both (two vectors per entry; the better one counts).",
 )
 @click.option("--model", "-m", help="Create the index for this model when it does not exist yet.")
-@click.option(
-    "--mode",
-    type=click.Choice(["auto", "server", "client"]),
-    default="auto",
-    show_default=True,
-    help="For a new index: server (the cluster embeds) or client; auto: server when the cluster can.",
-)
+@_mode_option(help="For a new index: server (the cluster embeds) or client; auto: server when the cluster can.")
 @click.option("--replicas", type=int, help="number_of_replicas for a new index.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -67,7 +44,6 @@ def faq_index(state: State, source, index, embed, model, mode, replicas, batch_s
       e5plugin faq index faq.jsonl --index faq --embed both --model intfloat/e5-small-v2
     """
     from .ingest import open_input, read_documents
-    from .prefixes import Mode
     from .tasks.faq import index_faq, parts
 
     backend = state.backend
@@ -77,8 +53,7 @@ def faq_index(state: State, source, index, embed, model, mode, replicas, batch_s
         from .deploy import DeployRequest, deploy
 
         spec = _resolve_model(model, None, None)
-        chosen = Mode.SERVER if mode == "server" or (mode == "auto" and backend.capabilities.ml) else Mode.CLIENT
-        deploy(backend, spec, DeployRequest(index=index, mode=chosen, replicas=replicas))
+        deploy(backend, spec, DeployRequest(index=index, mode=_chosen_mode(backend, mode), replicas=replicas))
     stream, name = open_input(source)
     with _progress_bar("faq index", as_json) as bar:
         task = bar.add_task("faq", total=None)

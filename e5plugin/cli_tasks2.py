@@ -14,36 +14,7 @@ from pathlib import Path
 import click
 
 from . import errors
-from .cli import E5Group, State, _echo_json, _resolve_model
-
-
-def _chosen_mode(backend, mode: str, chunked: bool = False):
-    """server / client; auto: server when the cluster can run the model (and, for chunked indices, embed passages)."""
-    from .prefixes import Mode
-
-    if mode != "auto":
-        return Mode(mode)
-    if not backend.capabilities.ml:
-        return Mode.CLIENT
-    if chunked:
-        from .models import KNOWN_MODELS
-
-        plan = backend.prefix_plan(KNOWN_MODELS["intfloat/e5-small-v2"], Mode.SERVER)
-        try:
-            backend.chunked_pipeline_body("probe", plan, text_field="text", passages_field="p", vector_field="v")
-        except errors.MissingCapabilityError:
-            return Mode.CLIENT
-    return Mode.SERVER
-
-
-def _mode_option():
-    return click.option(
-        "--mode",
-        type=click.Choice(["auto", "server", "client"]),
-        default="auto",
-        show_default=True,
-        help="server: the cluster embeds; client: e5plugin embeds locally; auto: server when the cluster can.",
-    )
+from .cli import E5Group, State, _chosen_mode, _echo_dry_run, _echo_json, _mode_option, _resolve_model
 
 
 # ---- chunks (long documents) ----------------------------------------------------------------------------------------
@@ -116,10 +87,7 @@ def chunks_deploy(
     )
     result = deploy(backend, spec, request, dry_run=dry_run)
     if dry_run:
-        for planned in result.planned:
-            click.echo(f"{planned.method} {planned.path}")
-            if planned.body is not None:
-                click.echo(json.dumps(planned.body, indent=2, ensure_ascii=False))
+        _echo_dry_run(state, backend, result.planned)
         return
     settings = result.setup.chunking
     click.echo(f"index       {index} ({result.index_action}, {request.mode.value} mode)")
