@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from e5plugin.quality import ndcg_at_k  # noqa: F401 - the product's metric, re-exported
+from e5plugin.quality import limit_corpus, load_beir, ndcg_at_k  # noqa: F401 - the product's, re-exported
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("E5PLUGIN_SHARED", ROOT.parent / "shared"))
@@ -21,23 +21,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def load_scifact(split: str = "test") -> tuple[list[dict], dict[str, str], dict[str, dict[str, int]]]:
     """(corpus docs with text = title + " " + text as MTEB indexes them, queries, qrels) for a split."""
-    corpus = []
-    with (SCIFACT / "corpus.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            corpus.append({"id": row["_id"], "title": row["title"], "text": f"{row['title']} {row['text']}".strip()})
-    queries = {}
-    with (SCIFACT / "queries.jsonl").open(encoding="utf-8") as fh:
-        for line in fh:
-            row = json.loads(line)
-            queries[row["_id"]] = row["text"]
-    qrels: dict[str, dict[str, int]] = {}
-    with (SCIFACT / "qrels" / f"{split}.tsv").open(encoding="utf-8") as fh:
-        next(fh)
-        for line in fh:
-            qid, did, score = line.strip().split("\t")
-            qrels.setdefault(qid, {})[did] = int(score)
-    return corpus, {q: queries[q] for q in qrels}, qrels
+    return load_beir(SCIFACT, split)
 
 
 def recall_vs(reference: dict[str, list[str]], candidate: dict[str, list[str]], k: int = 10) -> float:

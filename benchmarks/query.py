@@ -25,7 +25,7 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from common import cluster, load_scifact, write_result
+from common import cluster, limit_corpus, load_scifact, write_result
 from perf import cached_vectors, load1, model_path, percentile, print_table, wait_for_quiet
 
 from e5plugin.config import ConnectionConfig
@@ -99,9 +99,7 @@ def main() -> None:
     args = parser.parse_args()
 
     corpus, queries, qrels = load_scifact("test")
-    if args.limit_docs:  # the first N documents plus every judged one
-        judged = {doc for rel in qrels.values() for doc in rel}
-        corpus = [d for i, d in enumerate(corpus) if i < args.limit_docs or d["id"] in judged]
+    corpus = limit_corpus(corpus, qrels, args.limit_docs)
     texts = list(queries.values())
     spec = resolve_model(model_path(args.model))
     embedder = Embedder(spec)

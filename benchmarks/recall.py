@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import cluster, load_scifact, ndcg_at_k, recall_vs, write_result
+from common import cluster, limit_corpus, load_scifact, ndcg_at_k, recall_vs, write_result
 from perf import cached_vectors, load1, model_path, print_table
 
 from e5plugin.config import ConnectionConfig
@@ -43,9 +43,7 @@ def main() -> None:
     import time
 
     corpus, queries, qrels = load_scifact("test")
-    if args.limit_docs:  # the first N documents plus every judged one
-        judged = {doc for rel in qrels.values() for doc in rel}
-        corpus = [d for i, d in enumerate(corpus) if i < args.limit_docs or d["id"] in judged]
+    corpus = limit_corpus(corpus, qrels, args.limit_docs)
     spec = resolve_model(model_path(args.model))
     embedder = Embedder(spec)
     doc_vectors = cached_vectors(embedder, [d["text"] for d in corpus], "passage")

@@ -29,7 +29,8 @@ def load_beir(directory: str | Path, split: str = "test") -> tuple[list[dict], d
     with (directory / "corpus.jsonl").open(encoding="utf-8") as fh:
         for line in fh:
             row = json.loads(line)
-            corpus.append({"id": row["_id"], "text": f"{row.get('title', '')} {row['text']}".strip()})
+            title = row.get("title", "")
+            corpus.append({"id": row["_id"], "title": title, "text": f"{title} {row['text']}".strip()})
     qrels: dict[str, dict[str, int]] = {}
     with (directory / "qrels" / f"{split}.tsv").open(encoding="utf-8") as fh:
         for number, line in enumerate(fh):
@@ -44,6 +45,14 @@ def load_beir(directory: str | Path, split: str = "test") -> tuple[list[dict], d
             if row["_id"] in qrels:
                 queries[row["_id"]] = row["text"]
     return corpus, queries, {q: r for q, r in qrels.items() if q in queries}
+
+
+def limit_corpus(corpus: list[dict], qrels: dict[str, dict], limit_docs: int | None) -> list[dict]:
+    """The first ``limit_docs`` documents plus every judged one (all of them when ``limit_docs`` is 0 / None)."""
+    if not limit_docs or limit_docs >= len(corpus):
+        return corpus
+    judged = {doc for rel in qrels.values() for doc in rel}
+    return [d for i, d in enumerate(corpus) if i < limit_docs or d["id"] in judged]
 
 
 def ndcg_at_k(ranked: dict[str, list[str]], qrels: dict[str, dict[str, int]], k: int = 10) -> float:
@@ -133,9 +142,7 @@ def check_quantization(
     from .embed import Embedder
 
     corpus, queries, qrels = load_beir(data, split)
-    if limit_docs and limit_docs < len(corpus):
-        judged = {doc for rel in qrels.values() for doc in rel}
-        corpus = [d for i, d in enumerate(corpus) if i < limit_docs or d["id"] in judged]
+    corpus = limit_corpus(corpus, qrels, limit_docs)
     fp32 = evaluate(Embedder(spec, backend=fp32_backend, batch_size=batch_size), corpus, queries, qrels)
     int8 = evaluate(Embedder(spec, backend="onnx", quantize="int8", batch_size=batch_size), corpus, queries, qrels)
     cosine = float(np.mean(np.sum(_unit(fp32["doc_vectors"]) * _unit(int8["doc_vectors"]), axis=1)))
