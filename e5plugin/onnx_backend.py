@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -65,8 +66,9 @@ def cache_dir(spec: ModelSpec) -> Path:
 DOT_PRODUCT_PRESETS = ("arm64", "avx512_vnni")  # CPUs with int8 dot-product instructions
 
 
+@functools.cache
 def cpu_preset() -> str:
-    """This CPU's ONNX Runtime quantization family: arm64 / avx512_vnni / avx512 / avx2."""
+    """This CPU's ONNX Runtime quantization family: arm64 / avx512_vnni / avx512 / avx2 (read once per process)."""
     machine = platform.machine().lower()
     if machine in ("arm64", "aarch64"):
         return "arm64"
