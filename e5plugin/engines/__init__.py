@@ -13,12 +13,17 @@ BACKENDS: dict[str, type[Backend]] = {"elasticsearch": ElasticsearchBackend, "op
 __all__ = ["BACKENDS", "Backend", "Capabilities", "Hit", "connect"]
 
 
-def connect(config: ConnectionConfig | None = None, engine: str = "auto", **overrides: object) -> Backend:
-    """A backend for the cluster in ``config`` (default: from E5PLUGIN_* environment variables).
+def connect(config: ConnectionConfig | None = None, engine: str | None = None, **settings: object) -> Backend:
+    """A backend for the cluster in ``config``; without one, from ``settings`` (``url=``, ``username=``, ...), the
+    ``E5PLUGIN_*`` environment variables and the config file, resolved as the CLI resolves them.
 
-    ``engine="auto"`` asks the cluster what it is; naming the engine skips that request.
+    ``engine`` (default: the config's, ``auto``) ``auto`` asks the cluster what it is; naming it skips that request.
     """
-    config = config or ConnectionConfig.from_env(**overrides)
+    if config is None:
+        config = ConnectionConfig.from_env(**settings)
+    elif settings:
+        raise ConfigurationError(f"Pass either a ConnectionConfig or settings, not both ({', '.join(settings)}).")
+    engine = engine or config.engine
     if engine == "auto":
         engine, _version = detect_engine(config)
     if engine not in BACKENDS:
