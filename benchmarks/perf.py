@@ -94,3 +94,25 @@ def cached_vectors(embedder, texts: list[str], kind: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors
+
+
+def cached_encode(embedder, texts: list[str], batch_size: int = 32):
+    """``embedder.encode(texts)`` (texts exactly as given: prefixes already in them), cached on disk by model
+    weights, embedding backend and the texts themselves, so several benchmarks (and prefix variants) embed SciFact
+    once. ONNX fp32 gives the vectors of torch (cosine 1.0000), faster: the label keeps them apart anyway."""
+    import hashlib
+
+    import numpy as np
+
+    from e5plugin.devcluster import default_cache_dir
+
+    key = hashlib.sha256(
+        "\0".join([embedder.spec.weights_sha256 or embedder.spec.model_id, embedder.label, *texts]).encode()
+    ).hexdigest()[:16]
+    path = default_cache_dir() / "bench-vectors" / f"{embedder.spec.short_name}-{embedder.label}-{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    vectors = embedder.encode(texts, batch_size=batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, vectors)
+    return vectors

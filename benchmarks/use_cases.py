@@ -417,6 +417,7 @@ def main() -> None:
     parser.add_argument("--sections", default="calibrate,faq,dedup")
     parser.add_argument("--thresholds", default="0.8,0.85,0.9,0.95", help="dedup thresholds besides the calibrated")
     parser.add_argument("--dedup-scale", type=int, default=0, help="also dedup this many synthetic vectors")
+    parser.add_argument("--backend", default="torch", help="client embedding: torch or onnx (fp32: same vectors)")
     args = parser.parse_args()
     models = dict(m.split("=", 1) for m in args.model) if args.model else {"minilm": minilm_dir()}
     sections = set(args.sections.split(","))
@@ -427,8 +428,8 @@ def main() -> None:
         results["engine_version"] = backend.capabilities.version_text
         for name, path in models.items():
             spec = resolve_model(str(Path(path).expanduser()))
-            embedder = Embedder(spec)
-            row: dict = {"model": spec.model_id, "weights_sha256": spec.weights_sha256}
+            embedder = Embedder(spec, backend=args.backend)
+            row: dict = {"model": spec.model_id, "weights_sha256": spec.weights_sha256, "backend": embedder.label}
             print(f"== {name}: {spec.model_id}")
             calibration = None
             if "calibrate" in sections or "faq" in sections or "dedup" in sections:

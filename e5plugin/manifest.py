@@ -12,6 +12,8 @@ from .errors import ConfigurationError, UnknownModelError
 
 MANIFEST = "e5plugin-manifest.json"
 PATTERNS = ["*.json", "*.txt", "*.model", "*.safetensors", "1_Pooling/*", "2_Normalize/*", "README.md"]
+#: Files that hold weights: every one of them in the directory must be listed in the manifest.
+WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".onnx", ".ckpt", ".h5", ".msgpack", ".gguf"}
 
 
 def file_sha256(path: Path) -> str:
@@ -22,15 +24,17 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(directory: Path, model_id: str, revision: str | None) -> dict:
+def write_manifest(directory: Path, model_id: str, revision: str | None, source: dict | None = None) -> dict:
+    """Record ``model_id``, its revision, where it came from (``source``: default the hub) and every file's sha256."""
     files = {
         p.relative_to(directory).as_posix(): file_sha256(p)
         for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != MANIFEST and ".cache" not in p.parts
+        if p.is_file() and p.name != MANIFEST and ".cache" not in p.relative_to(directory).parts
     }
     manifest = {
         "model_id": model_id,
         "revision": revision,
+        "source": source or {"kind": "huggingface-hub", "repository": "https://huggingface.co"},
         "files": files,
         "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -44,13 +48,28 @@ def verify_manifest(directory: Path) -> dict | None:
     if not path.is_file():
         return None
     manifest = json.loads(path.read_text())
-    for rel, expected in manifest.get("files", {}).items():
-        file = Path(directory) / rel
+    root = Path(directory).resolve()
+    listed = manifest.get("files", {})
+    for rel, expected in listed.items():
+        file = root / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or not file.resolve().is_relative_to(root):
+            raise ConfigurationError(
+                f"{directory}: {MANIFEST} lists {rel!r}, a path outside the model directory; refusing the model "
+                "(a manifest names only files inside it). Pull the model again."
+            )
         if not file.is_file():
             raise ConfigurationError(f"{directory}: {rel} is listed in {MANIFEST} but missing; pull the model again.")
         if file_sha256(file) != expected:
             raise ConfigurationError(
                 f"{directory}: {rel} does not match its sha256 in {MANIFEST} (changed or corrupted); pull it again."
+            )
+    for file in sorted(root.rglob("*")):
+        rel = file.relative_to(root).as_posix()
+        hub_cache = ".cache" in Path(rel).parts  # huggingface_hub's download metadata inside the directory
+        if file.suffix in WEIGHT_SUFFIXES and file.is_file() and not hub_cache and rel not in listed:
+            raise ConfigurationError(
+                f"{directory}: {rel} is not listed in {MANIFEST}: weights that were not pulled could be loaded "
+                "instead of the pulled ones. Remove the file, or pull the model again."
             )
     return manifest
 

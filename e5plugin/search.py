@@ -11,18 +11,43 @@ the helper adds ``query: `` exactly when neither the cluster nor anyone else doe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+from .bodies import validate_field_name
 from .config import ConnectionConfig
 from .embed import Embedder
 from .engines import connect
 from .engines.base import Backend, Hit
-from .errors import ConfigurationError
-from .models import ModelSpec
+from .errors import (
+    AuthenticationError,
+    ClusterUnreachableError,
+    ConfigurationError,
+    DimensionMismatchError,
+    E5PluginError,
+    MissingCapabilityError,
+    ModelNotDeployedError,
+    PermissionDeniedError,
+)
+from .models import KNOWN_MODELS, ModelSpec, weights_sha256
 from .prefixes import Actor, Mode, PrefixPlan
 from .tasks.chunking import ChunkingSettings
 
 RRF_RANK_CONSTANT = 60
+#: where app servers keep the model of a client-mode index deployed from a local directory on another host
+MODEL_DIR_ENV = "E5PLUGIN_MODEL_DIR"
+#: search errors a changed index setup cannot explain (anything else, e.g. a 400, makes the helper check for one)
+_NOT_A_SETUP_CHANGE = (
+    AuthenticationError,
+    PermissionDeniedError,
+    ClusterUnreachableError,
+    ConfigurationError,
+    MissingCapabilityError,
+    ModelNotDeployedError,
+)
+EMBED_BACKEND_KEY = "embed_backend"  # _meta.e5plugin: what embedded the documents (client mode)
 
 
 @dataclass
@@ -37,6 +62,15 @@ class IndexSetup:
     model_id: str | None = None  # the cluster's model id in server mode
     pipeline: str | None = None
     chunking: ChunkingSettings | None = None  # long documents split into nested passages (vector_field inside)
+    #: client mode: what embedded the documents (torch, onnx, onnx-int8); recorded by ingest, None: torch.
+    #: Not part of :meth:`to_meta` (deploy must not reset it); ingest writes it with :func:`record_embed_backend`.
+    embed_backend: str | None = None
+
+    def __post_init__(self) -> None:
+        # field names reach mappings, pipelines and (Elasticsearch exact search) painless source: deploy builds the
+        # setup before its first request and from_meta reads untrusted _meta, so both are checked here
+        validate_field_name("text", self.text_field)
+        validate_field_name("vector", self.vector_field)
 
     def to_meta(self) -> dict:
         spec = {k: v for k, v in self.spec.to_dict().items() if k != "extra"}
@@ -63,17 +97,36 @@ class IndexSetup:
             model_id=meta.get("model_id"),
             pipeline=meta.get("pipeline"),
             chunking=ChunkingSettings.from_dict(meta.get("chunking")),
+            embed_backend=meta.get(EMBED_BACKEND_KEY),
         )
+
+    @property
+    def embedder_key(self) -> tuple:
+        """What a query embedder must match: the model, the prefix plan and the backend that embedded the documents."""
+        return (self.spec, self.plan, self.embed_backend or "torch")
 
 
 class SemanticSearch:
     """kNN / hybrid search over one index, server-side or client-side query embedding."""
 
-    def __init__(self, backend: Backend, index: str, setup: IndexSetup, embedder: Embedder | None = None) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        index: str,
+        setup: IndexSetup,
+        embedder: Embedder | None = None,
+        *,
+        model_path: str | None = None,
+    ) -> None:
+        """``model_path``: where this host keeps the index's model (client mode), see :func:`locate_model`."""
         self.backend = backend
         self.index = index
         self.setup = setup
+        self.model_path = model_path
         self._embedder = embedder
+        #: the setup the cached embedder was made (or given) for: a setup with another model/backend replaces it
+        self._embedder_key: tuple | None = setup.embedder_key if embedder is not None else None
+        self._lock = threading.RLock()  # one model load, one reload at a time
         self._serving: str | None = None  # the concrete index the setup was read from (``index`` may be an alias)
 
     @classmethod
@@ -84,40 +137,84 @@ class SemanticSearch:
         backend: Backend | None = None,
         config: ConnectionConfig | None = None,
         embedder: Embedder | None = None,
+        model_path: str | None = None,
         **connection: object,
     ) -> SemanticSearch:
-        """Connect (``url=...``, ``username=...`` or E5PLUGIN_* variables) and read the index's setup."""
+        """Connect (``url=...``, ``username=...`` or E5PLUGIN_* variables) and read the index's setup.
+
+        ``model_path`` (or the ``E5PLUGIN_MODEL_DIR`` variable): where this host keeps the model of a client-mode
+        index that was deployed from a local directory elsewhere (see :func:`locate_model`)."""
         if backend is None:
-            if "url" in connection:
-                connection["urls"] = [connection.pop("url")]
             backend = connect(config, **connection)
         meta = backend.index_meta(index)
         if not meta:
             raise ConfigurationError(
                 f"Index {index!r} was not set up by e5plugin (no _meta.e5plugin); create it with `e5plugin deploy`."
             )
-        helper = cls(backend, index, IndexSetup.from_meta(meta), embedder)
+        helper = cls(backend, index, IndexSetup.from_meta(meta), embedder, model_path=model_path)
         helper._serving = _serving_index(backend, index)
         return helper
 
     def reload(self) -> None:
-        """Re-read the index's setup (after its alias moved to a new model version); a local embedder for another
-        model is dropped."""
-        setup = IndexSetup.from_meta(self.backend.index_meta(self.index))
-        if self._embedder is not None and setup.spec != self.setup.spec:
-            self._embedder = None
-        self.setup = setup
-        self._serving = _serving_index(self.backend, self.index)
+        """Re-read the index's setup (after its alias moved to a new model version). The setup is read from the
+        concrete index the alias points to now; the next query loads the embedder that setup needs."""
+        with self._lock:
+            serving = _serving_index(self.backend, self.index)
+            meta = self.backend.index_meta(serving or self.index)
+            if not meta:
+                raise ConfigurationError(
+                    f"{self.index!r} now points to {serving!r}, which was not set up by e5plugin (no _meta.e5plugin)."
+                )
+            self.setup = IndexSetup.from_meta(meta)
+            self._serving = serving
 
     def _switched(self, hit_lists: list[list[Hit]]) -> bool:
         """Whether hits came from another index than the setup was read from: the alias was switched."""
         return bool(self._serving) and any(h.index and h.index != self._serving for hits in hit_lists for h in hits)
 
+    def _setup_changed(self) -> bool:
+        """Whether the index (or the alias's target) now has another setup than the one in use."""
+        serving = _serving_index(self.backend, self.index)
+        if serving != self._serving:
+            return True
+        meta = self.backend.index_meta(serving or self.index)
+        return bool(meta) and IndexSetup.from_meta(meta) != self.setup
+
+    def _retry_after_change(self, exc: Exception) -> None:
+        """A search failed: when the index's setup changed under the helper (a rollout with other dims behind the
+        alias), reload so the caller can ask again; otherwise raise a clear error (dims) or the original one."""
+        if isinstance(exc, _NOT_A_SETUP_CHANGE):
+            raise exc  # credentials, permissions, an unreachable cluster, a missing model: nothing to reload
+        if self._setup_changed():
+            self.reload()
+            return
+        dims = self.backend.vector_dims(self.backend.get_mapping(self._serving or self.index), self.setup.vector_field)
+        if self.setup.mode is Mode.CLIENT and dims is not None and dims != self.setup.spec.dims:
+            raise DimensionMismatchError(
+                f"Index {self.index!r} holds {dims}-dim vectors in {self.setup.vector_field!r} but its recorded model "
+                f"{self.setup.spec.model_id} makes {self.setup.spec.dims}: the index was changed outside e5plugin; "
+                "redeploy it (`e5plugin deploy`) or point the alias at a matching index."
+            ) from exc
+        raise exc
+
     @property
     def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = Embedder(self.setup.spec, plan=self.setup.plan)
-        return self._embedder
+        """The local query embedder for the current setup (client mode), loaded once however many threads ask."""
+        key = self.setup.embedder_key
+        embedder = self._embedder
+        if embedder is not None and self._embedder_key == key:
+            return embedder
+        with self._lock:
+            setup = self.setup
+            if self._embedder is None or self._embedder_key != setup.embedder_key:
+                self._embedder = self._load_embedder(setup)
+                self._embedder_key = setup.embedder_key
+            return self._embedder
+
+    def _load_embedder(self, setup: IndexSetup) -> Embedder:
+        spec = locate_model(setup.spec, self.model_path)
+        name, quantize = split_embed_backend(setup.embed_backend)
+        return Embedder(spec, plan=setup.plan, backend=name, quantize=quantize)
 
     # ---- the query vector / text ------------------------------------------------------------------------------
     def _query_input(self, text: str, need_vector: bool = False) -> dict:
@@ -152,7 +249,11 @@ class SemanticSearch:
         ``index`` is an alias that was switched to a new model version, the helper re-reads the setup and asks
         again, so the query is always embedded by the model of the index that answers it."""
         options = {"num_candidates": num_candidates, "filters": filters, "source": source, "hybrid": hybrid}
-        hits = self._search(text, k, exact=exact, **options)
+        try:
+            hits = self._search(text, k, exact=exact, **options)
+        except Exception as exc:  # the engine refused the request (e.g. a 400 for a query vector of other dims)
+            self._retry_after_change(exc)
+            return self._search(text, k, exact=exact, **options)
         if self._switched([hits]):
             self.reload()
             hits = self._search(text, k, exact=exact, **options)
@@ -180,7 +281,13 @@ class SemanticSearch:
             else:
                 queries = [self._query_input(text) for text in part]
             bodies = [self._knn_body(q, k, candidates, filter_list, source) for q in queries]
-            found = [self.backend.hits(r) for r in self.backend.msearch(self.index, bodies)]
+            try:
+                found = [self.backend.hits(r) for r in self.backend.msearch(self.index, bodies)]
+            except Exception as exc:  # a rollout with other dims behind the alias: reload and ask again
+                self._retry_after_change(exc)
+                return out + self.search_batch(
+                    texts[start:], k, num_candidates=num_candidates, filters=filters, source=source
+                )
             if self._switched(found):
                 self.reload()
                 return out + self.search_batch(
@@ -275,6 +382,77 @@ class SemanticSearch:
         knn_hits = self.backend.hits(self.backend.search(self.index, knn_body))
         bm25_hits = self.backend.hits(self.backend.search(self.index, bm25_body))
         return reciprocal_rank_fusion([knn_hits, bm25_hits], k=k)
+
+
+def split_embed_backend(label: str | None) -> tuple[str, str | None]:
+    """(backend, quantize) for :class:`Embedder` from a recorded label: ``torch``, ``onnx``, ``onnx-int8``."""
+    name, _, quantize = (label or "torch").partition("-")
+    return name, quantize or None
+
+
+def record_embed_backend(backend: Backend, index: str, embedder: Embedder) -> None:
+    """Record in the index's ``_meta`` what embeds its documents (client mode), so the query helper embeds queries
+    with the same backend. Absent means torch: a torch ingest into an index without a record writes nothing (an
+    ingest-only role has no ``manage`` privilege); another backend needs it once per index and backend."""
+    meta = backend.index_meta(index)
+    if not meta or meta.get(EMBED_BACKEND_KEY, "torch") == embedder.label:
+        return
+    try:
+        backend.update_index_meta(index, {EMBED_BACKEND_KEY: embedder.label})
+    except E5PluginError as exc:
+        raise type(exc)(
+            f"{exc} Recording that {index!r} is embedded with {embedder.label} (so queries use it too) needs the "
+            "`manage` index privilege; ingest with the recorded backend "
+            f"({meta.get(EMBED_BACKEND_KEY, 'torch')}) or let an admin run the first ingest."
+        ) from exc
+
+
+def locate_model(spec: ModelSpec, model_path: str | None = None) -> ModelSpec:
+    """The index's model as this host has it, checked against the weights hash the index recorded.
+
+    Looked for, in order: ``model_path`` (argument), then ``E5PLUGIN_MODEL_DIR`` -- either the model directory itself
+    or a folder holding it under the recorded directory's name (or the hub id's last part); then the recorded local
+    path; then the hub id (from the model pull manifest, or a known model), loaded from the Hugging Face cache or
+    downloaded. A directory whose weights differ from the recorded ``weights_sha256`` is refused."""
+    given = model_path or os.environ.get(MODEL_DIR_ENV)
+    if given:
+        base = Path(given).expanduser()
+        names = [n for n in (Path(spec.local_path or "").name, spec.model_id.rstrip("/").split("/")[-1]) if n]
+        for candidate in [base, *(base / name for name in names)]:
+            if (candidate / "config.json").is_file():
+                return _checked_copy(spec, candidate)
+        source = "model_path" if model_path else MODEL_DIR_ENV
+        raise ConfigurationError(
+            f"{source}={given} holds no model directory for {spec.model_id} (looked for config.json there and in "
+            f"{', '.join(names)})."
+        )
+    if not spec.local_path:
+        return spec
+    if (Path(spec.local_path) / "config.json").is_file():
+        return _checked_copy(spec, Path(spec.local_path))
+    hub_id = spec.model_id if (spec.revision or spec.model_id in KNOWN_MODELS) else None
+    if hub_id is None:
+        raise ConfigurationError(
+            f"The model of this index was deployed from {spec.local_path}, which this host does not have: copy that "
+            f"directory here and pass SemanticSearch.for_index(..., model_path=DIR) or set {MODEL_DIR_ENV}=DIR."
+        )
+    from .models import download_model
+
+    return _checked_copy(spec, download_model(hub_id, revision=spec.revision))
+
+
+def _checked_copy(spec: ModelSpec, directory: Path) -> ModelSpec:
+    """``spec`` loaded from ``directory``, refused when its weights are not the ones the index was built with."""
+    if spec.weights_sha256:
+        actual = weights_sha256(directory)
+        if actual != spec.weights_sha256:
+            raise ConfigurationError(
+                f"The model at {directory} is not the one the index was built with: weights sha256 "
+                f"{(actual or 'none')[:16]}... != recorded {spec.weights_sha256[:16]}...; its query vectors would not "
+                "match the stored ones. Use a copy of the deployed model (e.g. `e5plugin model pull` at the recorded "
+                "revision)."
+            )
+    return replace(spec, local_path=str(directory.resolve()))
 
 
 def reciprocal_rank_fusion(rankings: list[list[Hit]], k: int, rank_constant: int = RRF_RANK_CONSTANT) -> list[Hit]:

@@ -25,7 +25,8 @@ from e5plugin.config import ConnectionConfig
 from e5plugin.devcluster import Node, default_cache_dir, start_node
 from e5plugin.engines import connect
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+#: Public evaluation data vendored with the tests (tests/data/README.md); the suite never reads ../shared.
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -152,6 +153,14 @@ def minilm() -> Path:
     from tiny_models import minilm_path
 
     return minilm_path()
+
+
+@pytest.fixture(scope="session")
+def real_e5() -> Path:
+    """The real intfloat/e5-small-v2 through the product's Maven path, built once into the cache (tests/real_e5.py)."""
+    from real_e5 import real_e5_dir
+
+    return real_e5_dir()
 
 
 @pytest.fixture

@@ -1,4 +1,9 @@
-"""Tiny random models saved as real Hugging Face / sentence-transformers directories (no hub needed)."""
+"""Tiny random models saved as real Hugging Face / sentence-transformers directories (no hub needed).
+
+Random weights are recognised as no known checkpoint, so each tiny model declares what it is in its prompts:
+``prompts=None`` (the default) declares a plain model (``{"query": "", "passage": ""}``), E5-like ones pass E5's
+prompts, and ``prompts={}`` writes no prompts at all (e5plugin must refuse it without an explicit choice).
+"""
 
 from __future__ import annotations
 
@@ -85,6 +90,10 @@ WORDS = [
 ]
 
 
+PLAIN_PROMPTS = {"query": "", "passage": ""}
+E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
+
+
 def _sentence_transformers_files(directory: Path, max_seq_length: int, prompts: dict | None, normalize: bool) -> None:
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -101,7 +110,13 @@ def _sentence_transformers_files(directory: Path, max_seq_length: int, prompts: 
     )
     (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
     (directory / "config_sentence_transformers.json").write_text(
-        json.dumps({"prompts": prompts or {}, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+        json.dumps(
+            {
+                "prompts": PLAIN_PROMPTS if prompts is None else prompts,
+                "default_prompt_name": None,
+                "similarity_fn_name": "cosine",
+            }
+        )
     )
 
 

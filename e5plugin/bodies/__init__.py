@@ -7,15 +7,42 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from ..errors import ConfigurationError
 from ..prefixes import Actor, PrefixPlan
 
 ERROR_FIELD = "e5plugin_error"
 #: Temporary field the pipeline writes ``passage: `` + text into, when the cluster cannot add prefixes itself.
 PASSAGE_TMP_FIELD = "_e5plugin_passage"
 META_KEY = "e5plugin"
+#: A field name e5plugin puts into mappings, pipelines and scripts: dot-separated parts of letters, digits, ``_``,
+#: ``@`` and ``-`` (not first). No quotes, backslashes, spaces or wildcards, so it can never escape a script string.
+FIELD_NAME_RE = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_@\-]*(?:\.[A-Za-z0-9_@][A-Za-z0-9_@\-]*)*")
+FIELD_NAME_MAX = 255
+
+
+def validate_field_name(kind: str, name: object) -> str:
+    """``name`` if it is a safe (dotted) field name, else a ConfigurationError naming the ``kind`` field."""
+    if not isinstance(name, str) or len(name) > FIELD_NAME_MAX or not FIELD_NAME_RE.fullmatch(name):
+        raise ConfigurationError(
+            f"Invalid {kind} field name {name!r}: use letters, digits, '_', '@' or '-' in dot-separated parts "
+            f"(e.g. 'embedding' or 'doc.vector'), at most {FIELD_NAME_MAX} characters."
+        )
+    return name
+
+
+@dataclass
+class PlannedRequest:
+    """One request as it would be sent (what ``--dry-run`` prints and the live path sends)."""
+
+    method: str
+    path: str
+    body: dict | None = None
+    note: str = ""
 
 
 def _mappings_dir() -> Path:

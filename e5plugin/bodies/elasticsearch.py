@@ -30,15 +30,17 @@ def index_body(
     replicas: int | None = None,
     nested: str | None = None,
     keyword_fields: tuple[str, ...] = (),
+    similarity: str | None = None,
 ) -> dict:
-    """``nested``: the passages field of a chunked index (``vector_field`` then lies inside it)."""
+    """``nested``: the passages field of a chunked index (``vector_field`` then lies inside it). ``similarity``:
+    what the vectors allow (default: from the spec; ``dot_product`` needs unit-length vectors)."""
     if index_options not in INDEX_OPTIONS:
         raise ValueError(f"index_options must be one of {', '.join(INDEX_OPTIONS)}, not {index_options!r}")
     body = index_template("elasticsearch")
     props = body["mappings"]["properties"]
     vector = props["embedding"]
     vector["dims"] = spec.dims
-    vector["similarity"] = spec.similarity
+    vector["similarity"] = similarity or spec.similarity
     options = vector["index_options"]
     options["type"] = index_options
     if "hnsw" not in index_options:

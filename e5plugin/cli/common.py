@@ -192,9 +192,13 @@ def echo_dry_run(state: State, backend, planned_requests) -> None:
             click.echo(state.config.mask(json.dumps(planned.body, indent=2, ensure_ascii=False)))
 
 
-def resolve_model_arg(model: str, query_prefix: str | None = None, passage_prefix: str | None = None):
+def resolve_model_arg(
+    model: str, query_prefix: str | None = None, passage_prefix: str | None = None, no_prefixes: bool = False
+):
     """A model spec for ``--model``: a local directory, a known hub id, or (downloaded) any other hub id."""
     from ..models import KNOWN_MODELS, resolve_model
 
     download = not Path(model).expanduser().is_dir() and model not in KNOWN_MODELS
-    return resolve_model(model, query_prefix=query_prefix, passage_prefix=passage_prefix, download=download)
+    return resolve_model(
+        model, query_prefix=query_prefix, passage_prefix=passage_prefix, download=download, no_prefixes=no_prefixes
+    )

@@ -26,15 +26,27 @@ from .common import E5Group, State, chosen_mode, echo_dry_run, echo_json, mode_o
 @click.option("--pipeline", help="Ingest pipeline name (default e5plugin-<index>).")
 @click.option("--replace", is_flag=True, help="Replace a model of the same name that has another source.")
 @click.option("--replicas", type=int, help="number_of_replicas for a new index.")
+@click.option(
+    "--allow-model-change",
+    is_flag=True,
+    help="Deploy another model or mode onto an index that holds documents (its vectors stay until `reindex`; "
+    "`rollout` is the safe way).",
+)
 @click.option("--query-prefix", help="Override the model's query prefix ('' for none).")
 @click.option("--passage-prefix", help="Override the model's passage prefix ('' for none).")
+@click.option(
+    "--no-prefixes",
+    is_flag=True,
+    help="The model takes no prefixes (needed for a model e5plugin does not recognise and that declares no prompts).",
+)
 @click.option("--allocations", type=int, default=1, show_default=True, help="Elasticsearch: number_of_allocations.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Elasticsearch: threads_per_allocation.")
 @click.option("--deploy-timeout", default="300s", show_default=True)
 @click.option(
     "--model-format",
     type=click.Choice(["torchscript", "onnx"]),
-    help="OpenSearch ml-commons: the graph format to register (default: DeploymentOptions.model_format).",
+    help="OpenSearch ml-commons: the graph format to register (default: onnx for a new model; a model already "
+    "registered in either format is reused).",
 )
 @click.option(
     "--one-node-ml",
@@ -55,8 +67,10 @@ def deploy(
     pipeline,
     replace,
     replicas,
+    allow_model_change,
     query_prefix,
     passage_prefix,
+    no_prefixes,
     allocations,
     threads,
     deploy_timeout,
@@ -77,7 +91,7 @@ def deploy(
     from ..prefixes import Mode
 
     backend = state.backend
-    spec = resolve_model_arg(model, query_prefix, passage_prefix)
+    spec = resolve_model_arg(model, query_prefix, passage_prefix, no_prefixes)
     chosen = chosen_mode(backend, mode)
     request = DeployRequest(
         index=index,
@@ -89,6 +103,7 @@ def deploy(
         pipeline=pipeline,
         replace_model=replace,
         replicas=replicas,
+        allow_model_change=allow_model_change,
         deployment=DeploymentOptions(
             number_of_allocations=allocations,
             threads_per_allocation=threads,
@@ -117,7 +132,13 @@ def deploy(
 
 @click.group(cls=E5Group)
 def pipeline():
-    """Ingest pipelines: install, show."""
+    """Ingest pipelines: install, show.
+
+    \b
+    Example:
+      e5plugin pipeline install --index docs
+      e5plugin pipeline show e5plugin-docs
+    """
 
 
 @pipeline.command("install")
@@ -156,7 +177,12 @@ def pipeline_show(state: State, name):
 
 @click.group("index", cls=E5Group)
 def index_group():
-    """Indices: create."""
+    """Indices: create.
+
+    \b
+    Example:
+      e5plugin index create --model intfloat/e5-small-v2 --index docs
+    """
 
 
 @index_group.command("create")
@@ -192,7 +218,6 @@ def index_create(state: State, model, index, text_field, vector_field, index_opt
             click.echo(f"{planned.method} {planned.path}\n{json.dumps(planned.body, indent=2)}")
     else:
         click.echo(f"{index}: {result.index_action}")
-
 
 
 COMMANDS = (deploy, pipeline, index_group)

@@ -11,7 +11,14 @@ from .common import E5Group
 
 @click.group("dev-cluster", cls=E5Group)
 def dev_cluster():
-    """A local node assembled from Maven Central (no Docker): up, down, status."""
+    """A local node assembled from Maven Central (no Docker): up, down, status, fetch.
+
+    \b
+    Example:
+      e5plugin dev-cluster up --engine opensearch --port 9200
+      e5plugin dev-cluster status
+      e5plugin dev-cluster down
+    """
 
 
 @dev_cluster.command("up")

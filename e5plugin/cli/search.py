@@ -85,6 +85,11 @@ def doctor(state: State, as_json):
                 f"{entry['model']} (sha256 {str(entry['weights_sha256'])[:12]}, revision {entry['revision']})"
                 + (f", cluster model {entry['model_id']} {entry.get('model_state', '')}" if entry["model_id"] else "")
             )
+            prefixes = entry.get("prefixes") or {}
+            click.echo(
+                f"           family {entry.get('family')} ({entry.get('family_source')}); prefixes: query "
+                f"{prefixes.get('query_prefix', '')!r}, passage {prefixes.get('passage_prefix', '')!r}"
+            )
         for model in report.models:
             click.echo(f"model      {model['model_id']}: {model['state']} (source {model.get('source')})")
         for problem in report.problems:

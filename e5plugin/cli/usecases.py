@@ -15,7 +15,13 @@ from .common import E5Group, State, chosen_mode, echo_dry_run, echo_json, mode_o
 # ---- faq ----------------------------------------------------------------------------------------------------------
 @click.group(cls=E5Group)
 def faq():
-    """FAQ answer retrieval: index question/answer pairs, ask questions."""
+    """FAQ answer retrieval: index question/answer pairs, ask questions.
+
+    \b
+    Example:
+      e5plugin faq index faq.jsonl --index faq --model intfloat/e5-small-v2
+      e5plugin faq ask "how do I reset my password?" --index faq
+    """
 
 
 @faq.command("index")
@@ -188,9 +194,15 @@ def dedup(state: State, index, threshold, neighbors, num_candidates, batch_size,
     "compares); query-passage: text1 as query, text2 as passage (FAQ/search relevance pairs).",
 )
 @click.option("--index", "-i", help="Store the threshold in this index's _meta (faq and dedup read it).")
+@click.option(
+    "--task",
+    type=click.Choice(["faq", "dedup"]),
+    help="Store it as this task's own threshold (its side must be what the task compares: dedup passage, faq "
+    "query or query-passage); without it, the shared one, used by each task whose comparison its side fits.",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def calibrate(state: State, model, pairs, fmt, positive_min, target_precision, maximize, side, index, as_json):
+def calibrate(state: State, model, pairs, fmt, positive_min, target_precision, maximize, side, index, task, as_json):
     """Choose a similarity threshold from labelled pairs (max F1 or a target precision) and store it.
 
     \b
@@ -207,6 +219,8 @@ def calibrate(state: State, model, pairs, fmt, positive_min, target_precision, m
         raise click.UsageError("--target-precision and --maximize are alternatives: give one.")
     if not model and not index:
         raise click.UsageError("Give --model, or --index to use the index's model.")
+    if task and not index:
+        raise click.UsageError("--task stores the threshold in an index: give --index too.")
     meta: dict = {}
     if index:
         backend = state.backend
@@ -239,7 +253,7 @@ def calibrate(state: State, model, pairs, fmt, positive_min, target_precision, m
             f"{result.precision:.4f} at {result.threshold:.4f}); lower --target-precision. Nothing was stored."
         )
     if index:
-        store_calibration(state.backend, index, result)
+        store_calibration(state.backend, index, result, task=task)
     if as_json:
         echo_json({**result.to_dict(), "stored_in": index})
         return
@@ -251,14 +265,21 @@ def calibrate(state: State, model, pairs, fmt, positive_min, target_precision, m
     click.echo(f"recall      {result.recall:.4f}")
     click.echo(f"f1          {result.f1:.4f}")
     if index:
-        click.echo(f"stored in   {index} (_meta.e5plugin.calibration)")
+        slot = f"calibrations.{task}" if task else "calibration"
+        click.echo(f"stored in   {index} (_meta.e5plugin.{slot})")
 
 
 
 # ---- chunks (long documents) ----------------------------------------------------------------------------------------
 @click.group(cls=E5Group)
 def chunks():
-    """Long documents: an index that splits documents into passages the model can read whole."""
+    """Long documents: an index that splits documents into passages the model can read whole.
+
+    \b
+    Example:
+      e5plugin chunks deploy --model intfloat/e5-small-v2 --index manuals
+      e5plugin chunks split chapter1.txt --model intfloat/e5-small-v2
+    """
 
 
 @chunks.command("deploy")
@@ -509,7 +530,13 @@ def rollout(state: State, model, alias, mode, source, from_index, check_query, d
 
 @click.group("alias", cls=E5Group)
 def alias_group():
-    """Aliases: show where one points, switch it (rollback)."""
+    """Aliases: show where one points, switch it (rollback).
+
+    \b
+    Example:
+      e5plugin alias show support
+      e5plugin alias switch --alias support --index support-v1
+    """
 
 
 @alias_group.command("show")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .node import Node, NodeStartError
 
-__all__ = ["ENGINES", "Node", "NodeStartError", "default_cache_dir", "node_workdir", "start_node"]
+__all__ = ["ENGINES", "Node", "NodeStartError", "default_cache_dir", "node_workdir", "running_node", "start_node"]
 
 ENGINES = ("opensearch", "elasticsearch")
 
@@ -30,6 +30,15 @@ def engine_module(engine: str):
 
 def node_workdir(cache_dir: Path, name: str) -> Path:
     return cache_dir / "nodes" / name
+
+
+def running_node(name: str, port: int | None = None, cache_dir: Path | None = None) -> Node | None:
+    """The node ``name`` that e5plugin started (its state in the cache), if it runs and is what answers on its port
+    (and that port is ``port``); None for anything else, e.g. a cluster that was already listening there."""
+    node = Node.load_state(node_workdir(cache_dir or default_cache_dir(), name))
+    if node is None or (port is not None and node.http_port != port) or not node.is_answering():
+        return None
+    return node
 
 
 def start_node(

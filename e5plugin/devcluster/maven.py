@@ -56,19 +56,25 @@ def fetch(
     classifier: str | None = None,
     *,
     cache_dir: Path,
+    repository: str | None = None,
 ) -> Path:
-    """Return the local path of an artifact, downloading and sha1-verifying it on first use.
+    """Return the local path of an artifact, downloading and sha1-verifying it on first use (and sha256 where the
+    repository serves one). ``repository`` overrides E5PLUGIN_MAVEN_REPO / Maven Central.
 
-    Looks in ``~/.m2/repository`` first (a site that pre-seeded Maven's own cache needs no network).
+    Looks in ``~/.m2/repository`` first (a site that pre-seeded Maven's own cache needs no network); a ``.sha1``
+    Maven stored beside it is checked.
     """
     rel = artifact_path(group, artifact, version, ext, classifier)
     m2 = Path.home() / ".m2" / "repository" / rel
-    if m2.is_file():
+    m2_sha1 = m2.with_name(m2.name + ".sha1")
+    if m2.is_file() and (
+        not m2_sha1.is_file() or hashlib.sha1(m2.read_bytes()).hexdigest() == m2_sha1.read_text().split()[0].lower()
+    ):
         return m2
     dest = Path(cache_dir) / "maven" / rel
     if dest.is_file():
         return dest
-    url = f"{repository_url()}/{rel}"
+    url = f"{(repository or repository_url()).rstrip('/')}/{rel}"
     coords = coordinates(group, artifact, version, ext, classifier)
     try:
         _download(url, dest)
@@ -89,4 +95,22 @@ def fetch(
     if actual != expected:
         dest.unlink(missing_ok=True)
         raise ArtifactDownloadError(f"Maven artifact {coords}: sha1 mismatch ({actual} != {expected}); deleted.")
+    expected256 = _optional_checksum(url + ".sha256")
+    if expected256 is not None and hashlib.sha256(dest.read_bytes()).hexdigest() != expected256:
+        dest.unlink(missing_ok=True)
+        raise ArtifactDownloadError(f"Maven artifact {coords}: sha256 mismatch with {url}.sha256; deleted.")
     return dest
+
+
+def _optional_checksum(url: str) -> str | None:
+    """The checksum a repository serves at ``url``, or ``None`` where it serves none (404)."""
+    try:
+        return _read_text(url).split()[0].strip().lower()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise ArtifactDownloadError(f"{url}: HTTP {exc.code}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise ArtifactDownloadError(f"{url} could not be read: {exc}") from exc
+    except IndexError:
+        return None

@@ -41,6 +41,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def process_cmdline(pid: int) -> str | None:
+    """The command line of process ``pid`` (arguments joined by spaces), or None when there is no such process."""
+    proc = Path("/proc")
+    if proc.is_dir():
+        try:
+            raw = (proc / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            return None
+        return raw.replace(b"\0", b" ").decode(errors="replace").strip() or None  # a zombie has none
+    found = subprocess.run(["ps", "-ww", "-o", "command=", "-p", str(pid)], capture_output=True, text=True)
+    return found.stdout.strip() or None
+
+
 @dataclass
 class Node:
     """One node process. ``engine`` is ``"opensearch"`` or ``"elasticsearch"`` (the name of its ``bin/`` script)."""
@@ -141,7 +154,11 @@ class Node:
         self.pid = proc.pid
         self._proc = proc
         self.save_state()
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop(timeout=15)  # a node that did not come up (or an interrupted start) is not left running
+            raise
         return self
 
     def wait_ready(self, timeout: float = 180.0) -> None:
@@ -152,9 +169,13 @@ class Node:
                 raise NodeStartError(f"{self.engine} node {self.name!r} exited during start.\n{self.log_tail()}")
             try:
                 health = self.request("GET", "/_cluster/health")
-                if health.get("status") in ("green", "yellow"):
+                if health.get("status") in ("green", "yellow") and self.is_answering():
                     return
-                last_error = f"status {health.get('status')}"
+                last_error = (
+                    f"status {health.get('status')}"
+                    if health.get("status") not in ("green", "yellow")
+                    else f"another process answers on port {self.http_port}"
+                )
             except (OSError, urllib.error.URLError, ValueError) as exc:
                 last_error = str(exc)
             time.sleep(1.0)
@@ -163,20 +184,38 @@ class Node:
         )
 
     def is_alive(self) -> bool:
+        """Whether the node's process runs. A pid read back from the state file counts only while that process is
+        still this node's (its command line names the node's work directory): pids get recycled."""
         if not self.pid:
             return False
         proc = getattr(self, "_proc", None)
         if proc is not None:
             return proc.poll() is None
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
+        return self.owns_pid()
+
+    def owns_pid(self) -> bool:
+        """Whether ``pid`` is this node's process: every node command line carries ``path.data=<workdir>/data``."""
+        cmdline = process_cmdline(self.pid) if self.pid else None
+        return bool(cmdline) and f"path.data={self.data_dir}" in cmdline  # type: ignore[operator]
+
+    def is_answering(self) -> bool:
+        """Whether the cluster answering on ``http_port`` is this node: the process it reports runs in this node's
+        process group (not some other cluster that already listened on the port)."""
+        if not self.is_alive():
             return False
-        except PermissionError:
-            return True
-        return True
+        try:
+            nodes = self.request("GET", "/_nodes/_local/process").get("nodes", {})
+            pids = [int(info["process"]["id"]) for info in nodes.values()]
+        except (OSError, urllib.error.URLError, ValueError, KeyError, TypeError):
+            return False
+        try:
+            return len(pids) == 1 and os.getpgid(pids[0]) == self.pid
+        except OSError:
+            return False
 
     def _signal_group(self, sig: int) -> None:
+        if not self.is_alive():  # never signal a process group that is no longer the node's
+            return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)  # type: ignore[arg-type]
 
@@ -191,6 +230,9 @@ class Node:
     def stop(self, timeout: float = 60.0) -> None:
         """Graceful stop (SIGTERM), then SIGKILL if it does not exit in time."""
         if not self.is_alive():
+            if self.pid and self.state_file().is_file():
+                self.pid = None
+                self.save_state()  # the recorded pid is gone or belongs to another process now: forget it
             self.pid = None
             return
         self._signal_group(signal.SIGTERM)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
@@ -24,7 +25,9 @@ from ..errors import (
     ConflictError,
     DimensionMismatchError,
     E5PluginError,
+    IndexNotFoundError,
     MissingCapabilityError,
+    RequestRejectedError,
 )
 from ..models import ModelSpec
 from ..prefixes import Mode, PrefixPlan, plan_prefixes
@@ -112,7 +115,7 @@ class Backend(ABC):
         except E5PluginError:
             raise
         except Exception as exc:
-            mapped = self._map_error(exc)
+            mapped = self._map_error(exc) or _request_error(exc, self.engine, self._scrub)
             if mapped is None:
                 raise
             raise mapped from exc
@@ -126,7 +129,8 @@ class Backend(ABC):
         return text
 
     # ---- indices ----------------------------------------------------------------------------------------------
-    def index_body(self, spec: ModelSpec, **kwargs: Any) -> dict:
+    def index_body(self, spec: ModelSpec, *, normalized: bool | None = None, **kwargs: Any) -> dict:
+        """``normalized``: whether the deployed model's vectors measured unit length (None: not measured)."""
         return self.bodies.index_body(spec, **kwargs)
 
     def index_exists(self, index: str) -> bool:
@@ -222,7 +226,30 @@ class Backend(ABC):
         """The client library's ``helpers`` module (bulk, scan)."""
 
     def streaming_bulk(self, actions: Iterable[dict], **kwargs: Any) -> Iterator[tuple[bool, dict]]:
-        return self._helpers().streaming_bulk(self.client, actions, **kwargs)
+        pending, client = self._bulk_client(iter(actions), kwargs)
+        yield from self._helpers().streaming_bulk(client, pending, **kwargs)
+
+    # ---- bulks through an ingest pipeline (model lifecycle: the cluster embeds) ------------------------------
+    def _bulk_client(self, actions: Iterator[dict], kwargs: dict[str, Any]) -> tuple[Iterator[dict], Any]:
+        """The client for a bulk: where the documents go through an ingest pipeline (``pipeline`` or the index's
+        default/final pipeline), one that waits at least :data:`PIPELINE_BULK_TIMEOUT` and never re-sends on a
+        timeout (the cluster would still be embedding the first copy: a retry multiplies the ML load)."""
+        first = next(actions, None)
+        if first is None:
+            return iter(()), self.client
+        pending = itertools.chain([first], actions)
+        index = first.get("_index")
+        if kwargs.get("pipeline") or (index and self._has_ingest_pipeline(str(index))):
+            return pending, self._pipeline_bulk_client(kwargs, max(self.config.request_timeout, PIPELINE_BULK_TIMEOUT))
+        return pending, self.client
+
+    def _has_ingest_pipeline(self, index: str) -> bool:
+        settings = self.index_settings(index, ("default_pipeline", "final_pipeline"))
+        return any(value not in (None, "_none") for value in settings.values())
+
+    def _pipeline_bulk_client(self, kwargs: dict[str, Any], timeout: float) -> Any:
+        """A client (or a view of it) with ``timeout`` and no retry on timeout; may set per-request ``kwargs``."""
+        return self.client
 
     def get_document(self, index: str, doc_id: str) -> dict | None:
         """A stored document's source, vectors included (Elasticsearch 9 leaves them out by default)."""
@@ -327,6 +354,13 @@ class Backend(ABC):
         """Hybrid search inside the engine; ``None`` when it cannot (the caller then fuses client-side)."""
         return None
 
+    def search_pipelines(self) -> dict[str, dict]:
+        """Search pipelines the queries need (name -> body); deploy creates them (:meth:`put_search_pipeline`)."""
+        return {}
+
+    def put_search_pipeline(self, name: str, body: dict) -> str:
+        raise MissingCapabilityError(f"{self.engine} has no search pipelines.")
+
     # ---- chunked indices (nested passages) --------------------------------------------------------------------
     def nested_knn_body(
         self,
@@ -402,11 +436,16 @@ class Backend(ABC):
         work_dir: Any,
         options: Any = None,
         replace: bool = False,
+        users_allowed: tuple[str | None, str | None] = (None, None),
     ) -> Any:
-        """Register/import and deploy the model; idempotent (same source: reused)."""
+        """Register/import and deploy the model; idempotent (same source: reused). ``replace`` retires a model of
+        that name with another source, unless a pipeline other than ``users_allowed`` (pipeline, index) uses it;
+        the model is called ready only after it answered a real prediction."""
 
     @abstractmethod
-    def planned_model_requests(self, spec: ModelSpec, plan: PrefixPlan, *, model_id: str) -> list[Any]:
+    def planned_model_requests(
+        self, spec: ModelSpec, plan: PrefixPlan, *, model_id: str, options: Any = None
+    ) -> list[Any]:
         """What ``import_model`` would send, for ``--dry-run`` (large payloads summarized)."""
 
     @abstractmethod
@@ -417,6 +456,75 @@ class Backend(ABC):
 
     @abstractmethod
     def list_models(self) -> list[Any]: ...
+
+    # ---- model lifecycle: who uses a model, does it answer ----------------------------------------------------
+    def model_ids(self, name: str) -> list[str]:
+        """The cluster's ids of the model deployed under ``name`` (Elasticsearch: the name itself, if it exists)."""
+        return [name]
+
+    def model_users(self, model_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Ingest pipelines whose processors reference one of ``model_ids``, each with the indices that use it as
+        their default or final pipeline: ``{pipeline: [index, ...]}``."""
+        wanted = set(model_ids)
+        if not wanted:
+            return {}
+        with self.errors():
+            try:
+                pipelines = dict(self.client.ingest.get_pipeline())
+            except Exception as exc:
+                if getattr(exc, "status_code", None) == 404 or type(exc).__name__ == "NotFoundError":
+                    return {}
+                raise
+            users = {name: [] for name, body in pipelines.items() if _references_model(body, wanted)}
+            if not users:
+                return {}
+            settings = dict(
+                self.client.indices.get_settings(
+                    index="*", name="index.default_pipeline,index.final_pipeline", expand_wildcards="all"
+                )
+            )
+        for index, value in sorted(settings.items()):
+            own = value.get("settings", {}).get("index", {})
+            for key in ("default_pipeline", "final_pipeline"):
+                if own.get(key) in users:
+                    users[own[key]].append(index)
+        return users
+
+    def refuse_replacing_used(self, name: str, model_ids: list[str], allowed: tuple[str | None, str | None]) -> None:
+        """Before ``--replace`` deletes ``model_ids`` (the model deployed as ``name``): refuse while a pipeline uses
+        them, other than ``allowed`` = (this deploy's pipeline, its index) used by no other index."""
+        own_pipeline, own_index = allowed
+        users = self.model_users(model_ids)
+        others = {pipeline: [i for i in indices if i != own_index] for pipeline, indices in users.items()}
+        blocking = {p: indices for p, indices in others.items() if p != own_pipeline or indices}
+        if blocking:
+            described = "; ".join(
+                f"pipeline {p!r}" + (f" (default pipeline of {', '.join(indices)})" if indices else "")
+                for p, indices in sorted(blocking.items())
+            )
+            raise ConflictError(
+                f"--replace would delete the model {name!r}, which is still in use: {described}. Deploy the new "
+                "model under another --model-id (`e5plugin rollout` moves an index to it behind an alias), or "
+                "delete those pipelines first."
+            )
+
+    def embedding_failures(self, index: str, ids: list[str]) -> dict[str, str]:
+        """Of the stored documents ``ids``, those a pipeline kept without a vector because the *model* failed
+        (``ERROR_FIELD`` set by another processor than the text check), with the reason. Read with ``mget``
+        (real time, no refresh needed), only the marker."""
+        from ..bodies import ERROR_FIELD
+
+        if not ids:
+            return {}
+        with self.errors():
+            body = {"docs": [{"_id": doc_id, "_source": [ERROR_FIELD]} for doc_id in ids]}
+            response = dict(self.client.mget(index=index, body=body))
+        failed: dict[str, str] = {}
+        for doc in response.get("docs", []):
+            mark = (doc.get("_source") or {}).get(ERROR_FIELD)
+            if isinstance(mark, dict) and mark.get("processor") not in TEXT_CHECK_PROCESSORS:
+                failed[str(doc["_id"])] = f"not embedded: {mark.get('reason') or 'the model failed'}"
+        return failed
 
 
 def _inner_passages(hit: dict) -> list[dict]:
@@ -429,6 +537,25 @@ def _inner_passages(hit: dict) -> list[dict]:
             passage["offset"] = (inner.get("_nested") or {}).get("offset")
             out.append(passage)
     return sorted(out, key=lambda p: -p["score"])
+
+
+#: A bulk through an ingest pipeline runs the model on every document: it may take at least this long (seconds).
+PIPELINE_BULK_TIMEOUT = 300.0
+
+#: ``e5plugin_error.processor`` values that mean "the document had no usable text" (a without-vector document, not
+#: a failure): the pipeline's text check, and client mode's own marker.
+TEXT_CHECK_PROCESSORS = ("script", "e5plugin-client")
+
+
+def _references_model(node: Any, model_ids: set[str]) -> bool:
+    """Whether a pipeline body has a processor with a ``model_id`` in ``model_ids`` (at any depth)."""
+    if isinstance(node, dict):
+        if node.get("model_id") in model_ids:
+            return True
+        return any(_references_model(value, model_ids) for value in node.values())
+    if isinstance(node, list):
+        return any(_references_model(value, model_ids) for value in node)
+    return False
 
 
 def _same(current: dict, wanted: dict) -> bool:
@@ -511,6 +638,48 @@ class DeploymentOptions:
     queue_capacity: int = 1024
     wait_for: str = "started"
     timeout: str = "300s"
+    #: OpenSearch ml-commons: ``torchscript`` or ``onnx``; None: ONNX for a new registration, and an existing one of
+    #: the same model in either format is reused (``e5plugin.packaging.mlcommons.DEFAULT_FORMATS``)
+    model_format: str | None = None
+
+    @property
+    def timeout_seconds(self) -> float:
+        """``timeout`` (``300s``, ``5m``, ``1h``, ``500ms`` or bare seconds) in seconds."""
+        return duration_seconds(self.timeout)
+
+
+def duration_seconds(duration: str | float) -> float:
+    """An engine duration (``300s``, ``5m``, ``1h``, ``500ms``) or bare seconds, in seconds."""
+    text = str(duration).strip().lower()
+    for unit, factor in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * factor
+    return float(text)
+
+
+def _request_error(exc: Exception, engine: str, scrub: Callable[[str], str]) -> E5PluginError | None:
+    """Either client's HTTP 404 for a missing index (system indices aside: callers expect those) and HTTP 400, as
+    one sentence naming the index or the engine's reason; None for anything else."""
+    meta = getattr(exc, "meta", None)  # elasticsearch-py 8+: meta.status and body; opensearch-py: status_code, info
+    status = getattr(meta, "status", None) if meta is not None else getattr(exc, "status_code", None)
+    body = getattr(exc, "body", None) if meta is not None else getattr(exc, "info", None)
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(status, int) or not isinstance(error, dict):
+        return None
+    if status == 404 and error.get("type") == "index_not_found_exception":
+        name = str(error.get("index") or error.get("resource.id") or "")
+        if name.startswith("."):
+            return None
+        return IndexNotFoundError(
+            f"Index {name!r} does not exist: check the name (`e5plugin doctor` lists the indices e5plugin made), "
+            "or create it with `e5plugin deploy`."
+        )
+    if status == 400:
+        cause = (error.get("root_cause") or [error])[0]
+        detail = f"{cause.get('type')}: {cause.get('reason')}" if isinstance(cause, dict) else str(error)
+        name = {"elasticsearch": "Elasticsearch", "opensearch": "OpenSearch"}.get(engine, engine)
+        return RequestRejectedError(scrub(f"{name} rejected the request (HTTP 400): {detail}"))
+    return None
 
 
 @dataclass
@@ -519,3 +688,6 @@ class DeployedModel:
     state: str  # e.g. started / DEPLOYED / REGISTERED / absent
     provenance: dict = field(default_factory=dict)
     action: str = ""  # created / reused / replaced
+    #: what the model answered to a test prediction: the vector's length and whether it had unit length
+    answered_dims: int | None = None
+    normalized: bool | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,6 +20,8 @@ from ..prefixes import PrefixPlan
 from .base import Backend, Capabilities, DeployedModel, DeploymentOptions, Hit, parse_version
 
 HYBRID_LICENCES = ("enterprise", "trial")
+#: the text of the test prediction ``deploy`` asks a model for before it calls the model ready
+READINESS_TEXT = "e5plugin readiness check"
 ML_LICENCES = ("platinum", "enterprise", "trial")
 
 
@@ -231,9 +234,15 @@ class ElasticsearchBackend(Backend):
         work_dir: Path,
         options: DeploymentOptions | None = None,
         replace: bool = False,
+        users_allowed: tuple[str | None, str | None] = (None, None),
     ) -> DeployedModel:
         """Import through eland and start the deployment. Same source: reused. Other source: refused unless
         ``replace``."""
+        if options is not None and (options.model_format or "torchscript").lower() != "torchscript":
+            raise errors.ConfigurationError(
+                f"--model-format {options.model_format} is an OpenSearch ml-commons choice; Elasticsearch imports "
+                "TorchScript through eland (omit --model-format)."
+            )
         self.require_ml()
         eland_import.check_eland_matches(self.capabilities.version[0])
         wanted = eland_import.provenance(spec)
@@ -252,17 +261,71 @@ class ElasticsearchBackend(Backend):
                     f"{recorded.get('weights_sha256')}); pass --replace to overwrite it, or choose another --model-id."
                 )
             else:
+                self.refuse_replacing_used(model_id, [model_id], users_allowed)
                 self.delete_model(model_id)
                 action = "replaced"
         if action != "reused":
             traced = eland_import.trace(spec, plan, self.capabilities.version, work_dir)
             with self.errors():
                 eland_import.upload(self.client, model_id, traced)
-        self.start_deployment(model_id, options or DeploymentOptions())
-        return DeployedModel(model_id, self.model_state(model_id), wanted, action)
+            normalized = traced.normalized
+        else:
+            normalized = ((existing or {}).get("metadata") or {}).get("e5plugin", {}).get("output_normalized")
+        options = options or DeploymentOptions()
+        self.start_deployment(model_id, options)
+        vector = self.prove_model_answers(model_id, spec.dims, options.timeout_seconds)
+        if normalized is None:  # imported before e5plugin measured the traced output: the cluster's answer tells
+            normalized = eland_import.is_unit_length(vector)
+        model = DeployedModel(model_id, self.model_state(model_id), wanted, action)
+        model.answered_dims, model.normalized = len(vector), normalized
+        return model
 
-    def planned_model_requests(self, spec: ModelSpec, plan: PrefixPlan, *, model_id: str) -> list:
-        from ..deploy import PlannedRequest
+    def prove_model_answers(self, model_id: str, dims: int, timeout: float) -> list[float]:
+        """A real prediction (``_infer``) before the model is called ready: a started deployment that cannot
+        answer yet (allocations still loading) is waited for until ``timeout``; a vector of another size than
+        the index expects is refused."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with self.errors():
+                    client = self.client.options(request_timeout=max(self.config.request_timeout, 90.0))
+                    answer = client.ml.infer_trained_model(
+                        model_id=model_id, docs=[{"text_field": READINESS_TEXT}], timeout="60s"
+                    )
+                vector = list((answer.get("inference_results") or [{}])[0].get("predicted_value") or [])
+                break
+            except (elasticsearch.ApiError, errors.RequestRejectedError) as exc:
+                status = exc.meta.status if isinstance(exc, elasticsearch.ApiError) else 400
+                if status not in (400, 404, 408, 409, 429, 500, 503) or time.monotonic() > deadline:
+                    raise errors.ModelNotDeployedError(
+                        f"Model {model_id!r} is deployed but does not answer a prediction ({_reason(exc)}); "
+                        "`e5plugin doctor` shows its state. Re-run deploy once it is allocated (a longer "
+                        "--deploy-timeout waits longer)."
+                    ) from exc
+            time.sleep(1.0)
+        if len(vector) != dims:
+            raise errors.DimensionMismatchError(
+                f"Model {model_id!r} answers with {len(vector)}-dim vectors where {dims} were expected; it is not "
+                "the model this deploy describes (choose another --model-id, or --replace it)."
+            )
+        return vector
+
+    def index_body(self, spec: ModelSpec, *, normalized: bool | None = None, **kwargs: Any) -> dict:
+        """The index for ``spec``; ``dot_product`` only where the deployed model's vectors are unit length (an
+        eland-traced model normalizes only when the checkpoint has a Normalize module), else ``cosine``."""
+        similarity = None if normalized is None else ("dot_product" if normalized else "cosine")
+        return bodies.index_body(spec, similarity=similarity, **kwargs)
+
+    def model_ids(self, name: str) -> list[str]:
+        return [name] if self.get_model(name) is not None else []
+
+    def _pipeline_bulk_client(self, kwargs: dict[str, Any], timeout: float) -> Any:
+        return self.client.options(request_timeout=timeout, retry_on_timeout=False)
+
+    def planned_model_requests(
+        self, spec: ModelSpec, plan: PrefixPlan, *, model_id: str, options: DeploymentOptions | None = None
+    ) -> list:
+        from ..bodies import PlannedRequest
 
         config: dict = {
             "description": eland_import.description(spec),
@@ -273,7 +336,7 @@ class ElasticsearchBackend(Backend):
         }
         if plan.cluster_adds:
             config["prefix_strings"] = {"ingest": plan.passage_prefix, "search": plan.query_prefix}
-        options = DeploymentOptions()
+        options = options or DeploymentOptions()
         return [
             PlannedRequest("PUT", f"/_ml/trained_models/{model_id}", config, "unless the same source is there"),
             PlannedRequest("PUT", f"/_ml/trained_models/{model_id}/vocabulary", None, "vocabulary from the tokenizer"),
@@ -291,7 +354,9 @@ class ElasticsearchBackend(Backend):
     def start_deployment(self, model_id: str, options: DeploymentOptions) -> None:
         with self.errors():
             try:
-                self.client.ml.start_trained_model_deployment(
+                # the request waits up to `timeout` in the cluster: the client must wait longer than that
+                client = self.client.options(request_timeout=options.timeout_seconds + 30.0, retry_on_timeout=False)
+                client.ml.start_trained_model_deployment(
                     model_id=model_id,
                     number_of_allocations=options.number_of_allocations,
                     threads_per_allocation=options.threads_per_allocation,
@@ -306,7 +371,8 @@ class ElasticsearchBackend(Backend):
                 if exc.meta.status == 408:
                     raise errors.ModelNotDeployedError(
                         f"Deployment of {model_id!r} did not reach {options.wait_for!r} within {options.timeout}; "
-                        "check ML node memory (GET _ml/trained_models/_stats), then re-run with a longer --timeout."
+                        "check ML node memory (GET _ml/trained_models/_stats), then re-run deploy with a longer "
+                        "--deploy-timeout."
                     ) from exc
                 raise
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +22,8 @@ from ..prefixes import PrefixPlan
 from .base import Backend, Capabilities, DeployedModel, DeploymentOptions, Hit, parse_version
 
 HYBRID_PIPELINE = "e5plugin-hybrid-rrf"
+#: the text of the test prediction ``deploy`` asks a model for before it calls the model ready
+READINESS_TEXT = "e5plugin readiness check"
 #: neural-search reads query_prefix / passage_prefix from the ml-commons model config from this version on.
 PREFIX_SUPPORT_SINCE = (3, 5, 0)
 RRF_SINCE = (2, 19, 0)
@@ -167,7 +170,6 @@ class OpenSearchBackend(Backend):
     def native_hybrid_search(self, index: str, **kwargs: Any) -> list[Hit] | None:
         if not self.capabilities.native_hybrid:
             return None
-        self.put_search_pipeline(HYBRID_PIPELINE, bodies.hybrid_search_pipeline_body("rrf"))
         filters = kwargs.get("filters")
         knn = bodies.knn_query(
             vector_field=kwargs["vector_field"],
@@ -179,11 +181,38 @@ class OpenSearchBackend(Backend):
         )
         bm25 = bodies.bm25_query(kwargs["text"], text_field=kwargs["text_field"], filter=self._filter(filters))
         body = bodies.search_body(bodies.hybrid_query(bm25, knn), size=kwargs["k"], source=kwargs.get("source"))
+        try:
+            return self.hits(self.search(index, body, params={"search_pipeline": HYBRID_PIPELINE}))
+        except opensearchpy.RequestError as exc:  # an index deployed before deploy made the pipeline: make it once
+            if "pipeline" not in str(exc).lower() or "not defined" not in str(exc).lower():
+                raise
+        try:
+            self.put_search_pipeline(HYBRID_PIPELINE, bodies.hybrid_search_pipeline_body("rrf"))
+        except errors.PermissionDeniedError as exc:
+            raise errors.PermissionDeniedError(
+                f"The hybrid search pipeline {HYBRID_PIPELINE!r} is missing and this user may not create it ({exc}); "
+                "run `e5plugin deploy` for the index once with an admin user (it creates the pipeline)."
+            ) from exc
         return self.hits(self.search(index, body, params={"search_pipeline": HYBRID_PIPELINE}))
 
-    def put_search_pipeline(self, name: str, body: dict) -> None:
+    def search_pipelines(self) -> dict[str, dict]:
+        """The search pipelines queries use (created by deploy, never per query): hybrid RRF where offered."""
+        if not self.capabilities.native_hybrid:
+            return {}
+        return {HYBRID_PIPELINE: bodies.hybrid_search_pipeline_body("rrf")}
+
+    def put_search_pipeline(self, name: str, body: dict) -> str:
+        """Create or update a search pipeline; ``unchanged`` when it is already as wanted (no cluster-state
+        update)."""
         with self.errors():
+            try:
+                current = self.client.transport.perform_request("GET", f"/_search/pipeline/{name}").get(name)
+            except opensearchpy.NotFoundError:
+                current = None
+            if current is not None and all(current.get(key) == value for key, value in body.items()):
+                return "unchanged"
             self.client.transport.perform_request("PUT", f"/_search/pipeline/{name}", body=body)
+        return "updated" if current is not None else "created"
 
     # ---- ml-commons models ------------------------------------------------------------------------------------
     ML = "/_plugins/_ml"
@@ -233,8 +262,10 @@ class OpenSearchBackend(Backend):
             return hits[0]["_id"]
         return self._ml("POST", "/model_groups/_register", {"name": name, "description": "e5plugin"})["model_group_id"]
 
-    def planned_model_requests(self, spec: ModelSpec, plan: PrefixPlan, *, model_id: str) -> list:
-        from ..deploy import PlannedRequest
+    def planned_model_requests(
+        self, spec: ModelSpec, plan: PrefixPlan, *, model_id: str, options: DeploymentOptions | None = None
+    ) -> list:
+        from ..bodies import PlannedRequest
 
         config = mlcommons.model_config(spec, plan) if spec.local_path else {"(from the checkpoint)": True}
         config.pop("all_config", None)
@@ -246,7 +277,7 @@ class OpenSearchBackend(Backend):
                 {
                     "name": model_id,
                     "function_name": "TEXT_EMBEDDING",
-                    "model_format": "TORCH_SCRIPT",
+                    "model_format": mlcommons.model_format((options or DeploymentOptions()).model_format),
                     "model_config": config,
                 },
                 "unless a model of that name and fingerprint exists",
@@ -264,15 +295,20 @@ class OpenSearchBackend(Backend):
         work_dir: Path,
         options: DeploymentOptions | None = None,
         replace: bool = False,
+        users_allowed: tuple[str | None, str | None] = (None, None),
     ) -> DeployedModel:
-        """Register (chunk upload) and deploy. Same name + fingerprint: reused (redeployed if needed)."""
+        """Register (chunk upload) and deploy. Same name + fingerprint: reused (redeployed if needed); ready once
+        it answered a prediction."""
         self.require_ml()
         spec = ensure_local(spec)
-        package = mlcommons.package(spec, plan, work_dir)
+        chosen = (options or DeploymentOptions()).model_format
+        formats = [mlcommons.model_format(chosen)] if chosen else list(mlcommons.DEFAULT_FORMATS)
+        config = mlcommons.model_config(spec, plan)
+        wanted = {mlcommons.fingerprint(spec, config, fmt) for fmt in formats}  # no packaging needed to compare
         name = model_id
         action = "created"
         existing = self.find_models(name)
-        same = [m for m in existing if mlcommons.recorded_provenance(m).get("fingerprint") == package.fingerprint]
+        same = [m for m in existing if mlcommons.recorded_provenance(m).get("fingerprint") in wanted]
         if same:
             found_id, action = same[0]["model_id"], "reused"
         else:
@@ -281,6 +317,9 @@ class OpenSearchBackend(Backend):
                     f"An ml-commons model named {name!r} exists with another source or configuration; pass "
                     "--replace to retire it, or choose another --model-id."
                 )
+            if existing:
+                self.refuse_replacing_used(name, [m["model_id"] for m in existing], users_allowed)
+            package = mlcommons.package(spec, plan, work_dir, formats[0])
             found_id = self._register(package, name, spec)
             for old in existing:
                 self.delete_model(old["model_id"])
@@ -288,7 +327,60 @@ class OpenSearchBackend(Backend):
         timeout = _seconds((options or DeploymentOptions()).timeout)
         if self.model_state(found_id) not in self.DEPLOYED:
             self.deploy(found_id, timeout=timeout)
-        return DeployedModel(found_id, self.model_state(found_id), provenance(spec), action)
+        # a model registered with prefixes refuses a prediction without a content type (and one without, with it)
+        content_type = "passage" if plan.cluster_adds else None
+        vector = self.prove_model_answers(found_id, spec.dims, timeout, content_type=content_type)
+        model = DeployedModel(found_id, self.model_state(found_id), provenance(spec), action)
+        model.answered_dims = len(vector)
+        model.normalized = abs(sum(x * x for x in vector) ** 0.5 - 1.0) <= 1e-3
+        return model
+
+    def prove_model_answers(
+        self, model_id: str, dims: int, timeout: float, content_type: str | None = None
+    ) -> list[float]:
+        """A real prediction before the model is called ready. ml-commons may call a model DEPLOYED that no node
+        serves (right after a restart, while it redeploys): then the model is deployed again and asked again,
+        until ``timeout``. A vector of another size than the index expects is refused."""
+        deadline = time.monotonic() + timeout
+        redeployed = False
+        while True:
+            try:
+                vector = self.predict(model_id, [READINESS_TEXT], content_type=content_type)[0]
+                break
+            except (opensearchpy.TransportError, errors.RequestRejectedError) as exc:  # "Model not ready yet"
+                last = exc
+            if time.monotonic() > deadline:
+                raise errors.ModelNotDeployedError(
+                    f"Model {model_id!r} is {self.model_state(model_id)} but does not answer a prediction "
+                    f"({self._scrub(str(last))}); `e5plugin doctor` shows the node's ML capacity. Re-run deploy "
+                    "(a longer --deploy-timeout waits longer)."
+                )
+            if not redeployed:
+                redeployed = True
+                with contextlib.suppress(
+                    opensearchpy.TransportError, errors.ModelNotDeployedError, errors.RequestRejectedError
+                ):
+                    self.deploy(model_id, timeout=max(deadline - time.monotonic(), 1.0))
+                continue
+            time.sleep(1.0)
+        if len(vector) != dims:
+            raise errors.DimensionMismatchError(
+                f"Model {model_id!r} answers with {len(vector)}-dim vectors where {dims} were expected; it is not "
+                "the model this deploy describes (choose another --model-id, or --replace it)."
+            )
+        return vector
+
+    def model_ids(self, name: str) -> list[str]:
+        return [m["model_id"] for m in self.find_models(name)]
+
+    def _pipeline_bulk_client(self, kwargs: dict[str, Any], timeout: float) -> Any:
+        """opensearch-py has no per-request retry switch: a shallow copy of the client with its own transport
+        settings (same connection pool), and the timeout as a per-request parameter."""
+        client = copy.copy(self.client)
+        client.transport = copy.copy(self.client.transport)
+        client.transport.retry_on_timeout = False
+        kwargs["request_timeout"] = timeout
+        return client
 
     def _register(self, package: mlcommons.MlCommonsPackage, name: str, spec: ModelSpec) -> str:
         group_id = self._model_group(name)
@@ -302,7 +394,7 @@ class OpenSearchBackend(Backend):
                 "model_group_id": group_id,
                 "description": package.description,
                 "function_name": "TEXT_EMBEDDING",
-                "model_format": "TORCH_SCRIPT",
+                "model_format": package.model_format,
                 "model_content_size_in_bytes": package.size,
                 "model_content_hash_value": package.zip_sha256,
                 "total_chunks": len(chunks),

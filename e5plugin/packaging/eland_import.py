@@ -15,12 +15,17 @@ from ..models import ModelSpec
 from ..prefixes import Actor, PrefixPlan
 from . import description, provenance
 
+#: how far from 1.0 a vector's norm may be and still count as unit length (float32 rounding)
+UNIT_TOLERANCE = 1e-3
+
 
 @dataclass
 class TracedModel:
     model_path: str
     vocab_path: str
     config: Any  # eland.ml.pytorch.NlpTrainedModelConfig
+    #: whether the traced model's output measured unit length (it normalizes only with a Normalize module)
+    normalized: bool | None = None
 
     def config_dict(self) -> dict:
         return self.config.to_dict()
@@ -67,9 +72,30 @@ def trace(spec: ModelSpec, plan: PrefixPlan, es_version: tuple[int, int, int], w
         raise
     work_dir.mkdir(parents=True, exist_ok=True)
     model_path, config, vocab_path = model.save(str(work_dir))
+    normalized = traced_output_normalized(model, model_path)
     config.description = description(spec)
-    config.metadata = {"e5plugin": provenance(spec)}
-    return TracedModel(model_path, vocab_path, config)
+    config.metadata = {"e5plugin": {**provenance(spec), "output_normalized": normalized}}
+    return TracedModel(model_path, vocab_path, config, normalized)
+
+
+def traced_output_normalized(model: Any, model_path: str) -> bool:
+    """Run the saved TorchScript (what Elasticsearch will run) on eland's sample inputs and check the norms: the
+    index may map ``dot_product`` only when every vector has unit length."""
+    import torch
+
+    traced = torch.jit.load(model_path)
+    inputs = model._traceable_model._compatible_inputs()
+    with torch.no_grad():
+        output = traced(*inputs)
+    if isinstance(output, tuple):
+        output = output[0]
+    return is_unit_length(output.reshape(-1, output.shape[-1]).tolist())
+
+
+def is_unit_length(vectors: Any) -> bool:
+    """Whether a vector (or every vector of a list of vectors) has norm 1 within :data:`UNIT_TOLERANCE`."""
+    rows = vectors if vectors and isinstance(vectors[0], list | tuple) else [vectors]
+    return bool(rows) and all(abs(sum(x * x for x in row) ** 0.5 - 1.0) <= UNIT_TOLERANCE for row in rows)
 
 
 def upload(client: Any, model_id: str, traced: TracedModel) -> None:

@@ -18,7 +18,12 @@ Prefixes: both sides as queries
     added exactly once. ``side="passage"`` embeds both as passages instead (what dedup compares: the stored
     vectors are passages), ``side="query-passage"`` embeds ``text1`` as a query and ``text2`` as a passage (what a
     FAQ or search compares: calibrate it on question/entry pairs labelled relevant or not). The side is recorded
-    with the stored calibration.
+    with the stored calibration and honoured: a task uses a calibration only when its side is the comparison the
+    task makes (:data:`TASK_SIDES`; for a model without prefixes every side embeds alike).
+
+Slots
+    ``_meta.e5plugin.calibration`` is the shared slot (``calibrate --index``); ``calibrate --task faq|dedup`` stores
+    into ``_meta.e5plugin.calibrations.<task>``, which that task reads first: a FAQ and a dedup threshold differ.
 
 Threshold
     Every cut between two consecutive distinct similarities is a candidate; the threshold is the midpoint of the
@@ -40,6 +45,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 
 from ..errors import ConfigurationError, ConflictError
+from ..models import E5_FAMILIES, family_from_prefixes
 
 if TYPE_CHECKING:
     from ..embed import Embedder
@@ -50,6 +56,10 @@ if TYPE_CHECKING:
 DEFAULT_POSITIVE_MIN = 4.0
 META_KEY = "calibration"
 SIDES = ("query", "passage", "query-passage")
+SLOTS_KEY = "calibrations"  # per-task calibrations: _meta.e5plugin.calibrations.<task>
+#: the comparisons each task makes: faq compares a query with stored questions (as queries, or as passages) and
+#: answers (passages); dedup compares stored passages with stored passages
+TASK_SIDES = {"faq": ("query", "query-passage"), "dedup": ("passage",)}
 
 #: Thresholds used when an index has no stored calibration (rough: run ``e5plugin calibrate``). E5 models put
 #: nearly all pairs above 0.7, so they need higher values than models whose cosines spread over [-1, 1].
@@ -346,29 +356,49 @@ def check_same_model(index_meta: dict, spec: ModelSpec, index: str) -> None:
         )
 
 
-def store_calibration(backend: Backend, index: str, calibration: Calibration) -> dict:
-    """Write the calibration into ``_meta.e5plugin.calibration`` of an index e5plugin set up."""
+def store_calibration(backend: Backend, index: str, calibration: Calibration, task: str | None = None) -> dict:
+    """Write the calibration into the shared slot ``_meta.e5plugin.calibration`` of an index e5plugin set up, or,
+    with ``task``, into that task's own slot (refused when its side is not the comparison the task makes)."""
     meta = backend.index_meta(index) if backend.index_exists(index) else {}
     if not meta:
         raise ConfigurationError(f"Index {index!r} was not set up by e5plugin: run `e5plugin deploy` first.")
-    return backend.update_index_meta(index, {META_KEY: calibration.to_dict()})
+    if task is None:
+        return backend.update_index_meta(index, {META_KEY: calibration.to_dict()})
+    if task not in TASK_SIDES:
+        raise ConfigurationError(f"task must be one of {', '.join(TASK_SIDES)}, not {task!r}.")
+    if not side_fits(meta, calibration.side, task):
+        raise ConfigurationError(
+            f"{task} compares {' or '.join(TASK_SIDES[task])} embeddings, but these pairs were embedded as "
+            f"{calibration.side}: calibrate with --side {TASK_SIDES[task][-1]}."
+        )
+    slots = dict(meta.get(SLOTS_KEY) or {})
+    slots[task] = calibration.to_dict()
+    return backend.update_index_meta(index, {SLOTS_KEY: slots})
 
 
-def stored_calibration(index_meta: dict) -> Calibration | None:
-    data = index_meta.get(META_KEY)
+def stored_calibration(index_meta: dict, task: str | None = None) -> Calibration | None:
+    """The shared calibration, or with ``task`` that task's own (None when there is none)."""
+    data = (index_meta.get(SLOTS_KEY) or {}).get(task) if task else index_meta.get(META_KEY)
     return Calibration.from_dict(data) if isinstance(data, dict) and "threshold" in data else None
 
 
-def is_e5(index_meta_or_spec: dict | ModelSpec) -> bool:
-    """E5-style models (the ``query: ``/``passage: `` or instruct prefixes) crowd their cosines near 1."""
-    if isinstance(index_meta_or_spec, dict):
-        model = index_meta_or_spec.get("model", {})
-        prefixes = (model.get("query_prefix"), model.get("passage_prefix"))
-        model_id = str(model.get("model_id", ""))
-    else:
-        prefixes = (index_meta_or_spec.query_prefix, index_meta_or_spec.passage_prefix)
-        model_id = index_meta_or_spec.model_id
-    return any(prefixes) or "e5" in model_id.lower()
+def side_fits(index_meta: dict, side: str, task: str) -> bool:
+    """Whether pairs embedded as ``side`` measure what ``task`` compares; any side does for a model that embeds
+    queries and passages alike (no prefixes, or the same one)."""
+    prefixes = index_meta.get("prefixes") or index_meta.get("model") or {}
+    alike = (prefixes.get("query_prefix") or "") == (prefixes.get("passage_prefix") or "")
+    return alike or side in TASK_SIDES.get(task, ())
+
+
+def threshold_family(index_meta: dict) -> str:
+    """``"e5"`` or ``"other"``: which row of DEFAULT_THRESHOLDS the index's model takes, from the family its
+    spec recorded (decided from the checkpoint's content, see :mod:`e5plugin.models`). Indices set up before the
+    family was recorded fall back to the prefixes they recorded (never to the model's name)."""
+    model = index_meta.get("model", {})
+    family = model.get("family") or family_from_prefixes(
+        model.get("query_prefix") or "", model.get("passage_prefix") or ""
+    )
+    return "e5" if family in E5_FAMILIES else "other"
 
 
 def default_threshold(index_meta: dict, task: str, explicit: float | None = None) -> tuple[float, str]:
@@ -376,8 +406,14 @@ def default_threshold(index_meta: dict, task: str, explicit: float | None = None
     for the task (``faq`` or ``dedup``) and model family."""
     if explicit is not None:
         return float(explicit), "explicit"
+    own = stored_calibration(index_meta, task)
+    if own is not None:
+        return float(own.threshold), f"calibration ({task})"
     stored = stored_calibration(index_meta)
+    unfit = ""
     if stored is not None:
-        return float(stored.threshold), "calibration"
-    family = "e5" if is_e5(index_meta) else "other"
-    return DEFAULT_THRESHOLDS[task][family], f"default ({family})"
+        if side_fits(index_meta, stored.side, task):
+            return float(stored.threshold), "calibration"
+        unfit = f"; the stored calibration was measured on {stored.side} pairs, {task} compares {TASK_SIDES[task][-1]}"
+    family = threshold_family(index_meta)
+    return DEFAULT_THRESHOLDS[task][family], f"default ({family}{unfit})"

@@ -16,6 +16,10 @@ and set size, each document's best score and best neighbour: 16 bytes per docume
 and its responses; clusters (documents with at least one neighbour above the threshold) are materialized only
 for the report.
 
+Prefixes: nothing is embedded here; documents are compared as the index stores them, all in one form (the prefix
+plan's task ``dedup``: symmetric, the passage form of the index on both sides). A threshold for it is therefore
+calibrated on pairs embedded the same way (``calibrate --side passage``).
+
 Threshold: the caller's, else the calibration stored in the index (``e5plugin calibrate --index``), else
 :data:`~e5plugin.tasks.calibrate.DEFAULT_THRESHOLDS` (``dedup``: 0.97 for E5 models, 0.90 for others).
 
@@ -30,11 +34,12 @@ Searches can then hide duplicates with ``must_not: {exists: {field: e5plugin_dup
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..backfill import has_vector_query
 from ..engines.base import Backend
 from ..errors import ConfigurationError, IngestFailedError
 from ..search import IndexSetup
@@ -170,7 +175,8 @@ def find_duplicates(
     limit, source = default_threshold(meta, "dedup", threshold)
     report = DedupReport(index, limit, source, neighbors)
     started = time.perf_counter()
-    has_vector = {"exists": {"field": setup.vector_field}}
+    nested = setup.chunking.field if setup.chunking else None  # chunked index: vectors are in nested passages
+    has_vector = has_vector_query(setup.vector_field, nested)
     total = backend.count(index, has_vector)
     k = neighbors + 1
     candidates = max(num_candidates or 0, 2 * k, 50)
@@ -200,9 +206,11 @@ def find_duplicates(
     page: list[tuple[str, list[float]]] = []
 
     def flush() -> None:
+        search_body = backend.nested_knn_body if nested else backend.knn_body
+        options = {"path": nested} if nested else {}
         bodies = [
-            backend.knn_body(
-                vector_field=setup.vector_field, k=k, num_candidates=candidates, vector=vector, source=False
+            search_body(
+                vector_field=setup.vector_field, k=k, num_candidates=candidates, vector=vector, source=False, **options
             )
             for _, vector in page
         ]
@@ -223,7 +231,12 @@ def find_duplicates(
             progress(report.queries, total)
         page.clear()
 
-    for doc_id, vector in backend.scan_vectors(index, setup.vector_field, query=has_vector, size=batch_size):
+    vectors = (
+        _first_passage_vectors(backend, index, nested, setup.vector_field, has_vector, batch_size)
+        if nested
+        else backend.scan_vectors(index, setup.vector_field, query=has_vector, size=batch_size)
+    )
+    for doc_id, vector in vectors:
         position(doc_id)
         page.append((doc_id, vector))
         if len(page) >= batch_size:
@@ -247,6 +260,19 @@ def find_duplicates(
     report.clusters.sort(key=lambda c: (-c.size, c.id))
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _first_passage_vectors(
+    backend: Backend, index: str, path: str, vector_field: str, query: dict, size: int
+) -> Iterator[tuple[str, list[float]]]:
+    """Chunked index: each document's first passage vector (its opening, which near-duplicates share); the kNN then
+    scores other documents by their best passage against it."""
+    leaf = vector_field[len(path) + 1 :]
+    for hit in backend.scan(index, {"_source": backend.vector_source(vector_field), "query": query}, size=size):
+        passages = (hit.get("_source") or {}).get(path) or []
+        vector = next((p.get(leaf) for p in passages if isinstance(p, dict) and p.get(leaf)), None)
+        if vector:
+            yield hit["_id"], vector
 
 
 def tag_duplicates(backend: Backend, report: DedupReport, *, batch_size: int = 500) -> DedupReport:

@@ -26,6 +26,15 @@ entry keep everything else unchanged: the index's one vector field, the same ing
 ``passage: `` added once per document by whoever the prefix plan names, and re-ingesting an entry overwrites both
 (stable ids). The price: twice the vectors, and ``2 * k`` hits fetched to collapse them into ``k`` entries.
 
+Prefixes per part (the prefix plan's tasks ``faq-question`` and ``faq-answer``): a user's question against a stored
+question is a symmetric match, so E5 embeds the stored question as ``query: `` like the user's; the answer is what
+the question looks for, so it is a ``passage: ``. Models without prefixes embed both alike. In client mode the
+embedder adds the right prefix; in server mode the stored questions are embedded by the cluster's model as queries
+(the model config adds ``query: ``, or the helper does where the cluster cannot) and sent past the index's ingest
+pipeline, which would add ``passage: ``; answers go through the pipeline as usual. A backend that cannot embed a
+query on its own request (``Backend.embed_query``: Elasticsearch ML today) keeps questions as passages. The choice
+is recorded in ``_meta.e5plugin.faq.embedded_as``.
+
 Asking goes through :class:`~e5plugin.search.SemanticSearch` (the query prefix handled by the prefix plan: by the
 cluster in server mode, by the embedder in client mode). The confidence is the cosine similarity recovered from
 the engine's score; below the threshold the result says there is no good answer (and still lists the best
@@ -35,14 +44,16 @@ else :data:`~e5plugin.tasks.calibrate.DEFAULT_THRESHOLDS` (``faq``: 0.87 for E5 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..embed import Embedder
 from ..engines.base import Backend
-from ..errors import ConfigurationError, ConflictError
+from ..errors import ConfigurationError, ConflictError, MissingCapabilityError
 from ..ingest import IngestReport, SourceDoc, ingest, stable_id
-from ..prefixes import Mode
+from ..prefixes import Actor, Mode, PrefixPlan
 from ..search import IndexSetup, SemanticSearch
 from .calibrate import default_threshold
 
@@ -65,7 +76,9 @@ def faq_documents(
     records: Iterable[SourceDoc | dict], *, embed: str, text_field: str, source_name: str = "faq"
 ) -> Iterator[SourceDoc]:
     """Input records as index documents: one per embedded field, the text field holding that field's text. A
-    record without a question or answer string becomes an error that the ingest report lists."""
+    record without a question or answer string becomes an error that the ingest report lists. An entry's id is
+    its ``id`` field, else derived from its content (:func:`e5plugin.ingest.stable_id`); ``source_name`` is not
+    part of it."""
     fields = parts(embed)
     for position, record in enumerate(records, start=1):
         src = record if isinstance(record, SourceDoc) else SourceDoc(position, record)
@@ -81,10 +94,57 @@ def faq_documents(
         if problems:
             yield SourceDoc(src.line, None, f"FAQ entry needs a non-empty {' and '.join(problems)} string")
             continue
-        entry = src.doc_id or stable_id(src.doc, src.line, "id", source_name)
+        entry = src.doc_id or stable_id(src.doc, "id")  # as `ingest` identifies records: id, else content
         for part in fields:
             doc = {**src.doc, ENTRY_FIELD: entry, PART_FIELD: part, text_field: src.doc[part]}
             yield SourceDoc(src.line, doc, doc_id=entry if len(fields) == 1 else f"{entry}::{part}")
+
+
+#: the prefix-plan task of each embedded part (e5plugin.prefixes.TASK_SIDES): a user's question is matched against
+#: a stored question symmetrically (both as queries) and against an answer asymmetrically (query -> passage)
+PART_TASKS = {QUESTION_FIELD: "faq-question", ANSWER_FIELD: "faq-answer"}
+#: bulk ``pipeline`` value that skips the index's default pipeline (which would embed the text as a passage)
+NO_PIPELINE = "_none"
+
+
+class StoredQueryEncoder:
+    """Embeds stored texts in the *query* form for ``ingest`` (its ``encode_passages``), by whoever the prefix plan
+    names for queries: the local embedder (client mode), or the cluster's model (server mode: ``query: `` added by
+    the model config with the query content type, or by this helper where the cluster cannot)."""
+
+    def __init__(
+        self,
+        plan: PrefixPlan,
+        *,
+        embedder: Embedder | None = None,
+        backend: Backend | None = None,
+        model_id: str | None = None,
+    ) -> None:
+        if embedder is None and (backend is None or not model_id):
+            raise ConfigurationError("StoredQueryEncoder needs an embedder (client mode) or a deployed model.")
+        self.plan, self.embedder, self.backend, self.model_id = plan, embedder, backend, model_id
+        self.label = embedder.label if embedder is not None else "torch"  # server mode: nothing to record
+        self.model = embedder.model if embedder is not None else None
+
+    def encode_passages(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        if self.embedder is not None:
+            return self.embedder.encode_queries(texts, batch_size)
+        assert self.backend is not None and self.model_id is not None
+        cluster = self.plan.query is Actor.CLUSTER
+        vectors = [
+            self.backend.embed_query(self.model_id, self.plan.query_text(t, Actor.HELPER), cluster_prefix=cluster)
+            for t in texts
+        ]
+        return np.asarray(vectors, dtype=np.float32)
+
+
+def _merge(a: IngestReport, b: IngestReport) -> IngestReport:
+    a.indexed += b.indexed
+    a.without_vector += b.without_vector
+    a.skipped += b.skipped
+    a.failed += b.failed
+    a.failures.extend(b.failures)
+    return a
 
 
 def index_faq(
@@ -116,23 +176,57 @@ def index_faq(
             f"Index {index!r} holds FAQ entries embedded as {recorded['embed']!r}; a second choice in the same "
             f"index would mix vectors of different kinds. Use a new index for --embed {embed}."
         )
+    # the stored question is matched symmetrically (both as queries) where the model's two forms differ
+    question_as_query = QUESTION_FIELD in parts(embed) and setup.plan.stored_as_query(PART_TASKS[QUESTION_FIELD])
+    encoder = None
+    if question_as_query and setup.mode is Mode.SERVER:
+        encoder = StoredQueryEncoder(setup.plan, backend=backend, model_id=setup.model_id)
+        try:
+            encoder.encode_passages(["probe"])
+        except MissingCapabilityError:  # an engine that cannot embed a query on its own: questions as passages
+            question_as_query = False
+    sides = {part: "query" if part == QUESTION_FIELD and question_as_query else "passage" for part in parts(embed)}
     backend.update_index_meta(
-        index, {META_KEY: {"embed": embed, "question_field": QUESTION_FIELD, "answer_field": ANSWER_FIELD}}
+        index,
+        {
+            META_KEY: {
+                "embed": embed,
+                "question_field": QUESTION_FIELD,
+                "answer_field": ANSWER_FIELD,
+                "embedded_as": sides,
+            }
+        },
     )
     if setup.mode is Mode.CLIENT and embedder is None:
         embedder = Embedder(setup.spec, plan=setup.plan)
-    return ingest(
+    documents = faq_documents(records, embed=embed, text_field=setup.text_field, source_name=source_name)
+    common = {
+        "text_field": setup.text_field,
+        "vector_field": setup.vector_field,
+        "source_name": source_name,
+        "batch_size": batch_size,
+        "progress": progress,
+        "refresh": True,
+    }
+    if not question_as_query:
+        return ingest(backend, index, documents, embedder=embedder if setup.mode is Mode.CLIENT else None, **common)
+    questions, others = [], []
+    for src in documents:
+        (questions if src.doc is not None and src.doc.get(PART_FIELD) == QUESTION_FIELD else others).append(src)
+    report = ingest(backend, index, others, embedder=embedder if setup.mode is Mode.CLIENT else None, **common)
+    if setup.mode is Mode.CLIENT:
+        encoder = StoredQueryEncoder(setup.plan, embedder=embedder)
+        return _merge(report, ingest(backend, index, questions, embedder=encoder, chunker=None, **common))  # type: ignore[arg-type]
+    question_report = ingest(
         backend,
         index,
-        faq_documents(records, embed=embed, text_field=setup.text_field, source_name=source_name),
-        text_field=setup.text_field,
-        vector_field=setup.vector_field,
-        embedder=embedder if setup.mode is Mode.CLIENT else None,
-        source_name=source_name,
-        batch_size=batch_size,
-        progress=progress,
-        refresh=True,
+        questions,
+        embedder=encoder,
+        chunker=None,
+        pipeline=NO_PIPELINE,
+        **common,  # type: ignore[arg-type]
     )
+    return _merge(report, question_report)
 
 
 def _setup(backend: Backend, index: str) -> IndexSetup:

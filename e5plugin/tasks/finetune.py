@@ -249,11 +249,10 @@ def train(
 def _keep_prefixes(model: Any, plan: PrefixPlan) -> None:
     """Record the prefixes as the saved model's prompts, so its spec has the same ones (never used by encode:
     the plan adds them)."""
-    prompts = dict(getattr(model, "prompts", None) or {})
-    if plan.query_prefix:
-        prompts["query"] = plan.query_prefix
-    if plan.passage_prefix:
-        prompts["passage"] = plan.passage_prefix
+    prompts = {k: v for k, v in (getattr(model, "prompts", None) or {}).items() if k not in ("query", "document")}
+    # both keys, also when empty: an explicit declaration (sentence-transformers' own default is not one)
+    prompts["query"] = plan.query_prefix
+    prompts["passage"] = plan.passage_prefix
     model.prompts = prompts
     model.default_prompt_name = None
 

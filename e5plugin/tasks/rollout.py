@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from ..bodies import ERROR_FIELD, PASSAGE_TMP_FIELD
 from ..deploy import DeployRequest, DeployResult, deploy
 from ..embed import Embedder
-from ..engines.base import Backend
+from ..engines.base import TEXT_CHECK_PROCESSORS, Backend
 from ..errors import ConfigurationError, IngestFailedError
 from ..ingest import IngestReport, SourceDoc, ingest
 from ..models import ModelSpec
@@ -135,8 +135,7 @@ def rollout(
             f"{result.ingest.failed} documents failed to go into {new_index}; {alias!r} still points to "
             f"{', '.join(previous) or 'nothing'}. Fix them and run the rollout again (or delete {new_index})."
         )
-    if documents is None and backend.count(new_index) < backend.count(origin):  # type: ignore[arg-type]
-        raise IngestFailedError(f"{new_index} has fewer documents than {origin}; {alias!r} was not switched.")
+    check_before_switch(backend, alias, new_index, setup, previous, origin if documents is None else None)
     if check_query:
         helper = SemanticSearch.for_index(new_index, backend=backend, embedder=embedder)
         if not helper.search(check_query, k=1):
@@ -147,6 +146,60 @@ def rollout(
             backend.delete_index(old)
             result.deleted.append(old)
     return result
+
+
+def check_before_switch(
+    backend: Backend,
+    alias: str,
+    new_index: str,
+    setup: IndexSetup,
+    previous: list[str],
+    origin: str | None = None,
+) -> None:
+    """Refuse to point ``alias`` at ``new_index`` unless it holds documents, they have vectors, and none is marked
+    as failed by the pipeline; with ``origin`` (copied from it): no fewer documents and vectors than it has."""
+    backend.refresh(new_index)
+    kept = f"{alias!r} still points to {', '.join(previous) or 'nothing'}"
+    total = backend.count(new_index)
+    if total == 0:
+        raise IngestFailedError(f"{new_index} is empty; {kept}. Pass the documents (--source FILE or --from-index).")
+    with_vectors = backend.count(new_index, _has_vector(setup))
+    if with_vectors == 0:
+        raise IngestFailedError(
+            f"None of the {total} documents in {new_index} has a vector (field {setup.text_field!r} missing, or the "
+            f"model failed); {kept}."
+        )
+    failed = backend.count(
+        new_index,
+        {
+            "bool": {
+                "filter": [{"exists": {"field": ERROR_FIELD}}],
+                "must_not": [{"terms": {f"{ERROR_FIELD}.processor": list(TEXT_CHECK_PROCESSORS)}}],
+            }
+        },
+    )
+    if failed:
+        raise IngestFailedError(
+            f"{failed} documents in {new_index} were stored without a vector because the model failed; {kept}. "
+            f"Fix the model (`e5plugin doctor`) and run the rollout again, or repair {new_index} with `e5plugin "
+            f"reindex --index {new_index}` and switch with `e5plugin alias switch`."
+        )
+    if origin is not None:
+        origin_setup = IndexSetup.from_meta(backend.index_meta(origin))
+        before, before_vectors = backend.count(origin), backend.count(origin, _has_vector(origin_setup))
+        if total < before or with_vectors < before_vectors:
+            raise IngestFailedError(
+                f"{new_index} has {total} documents ({with_vectors} with vectors), {origin} has {before} "
+                f"({before_vectors}); {kept}."
+            )
+
+
+def _has_vector(setup: IndexSetup) -> dict:
+    """Documents with a vector (chunked indices: at least one passage with a vector)."""
+    exists = {"exists": {"field": setup.vector_field}}
+    if setup.chunking:
+        return {"nested": {"path": setup.chunking.field, "query": exists}}
+    return exists
 
 
 def _request_like(

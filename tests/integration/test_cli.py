@@ -17,7 +17,7 @@ from e5plugin.errors import (
     IngestFailedError,
     UnknownModelError,
 )
-from e5plugin.ingest import Checkpoint, SourceDoc, ingest
+from e5plugin.ingest import Checkpoint, ingest, read_documents
 
 
 def run(url: str, *args: str, env: dict | None = None):
@@ -31,7 +31,8 @@ def _jsonl(path, docs) -> str:
 
 
 @pytest.mark.elasticsearch
-def test_deploy_twice_second_changes_nothing(elasticsearch, tiny_e5_bert):
+def test_deploy_twice_second_changes_nothing(elasticsearch, es_backend, tiny_e5_bert):
+    es_backend.delete_index("cli-twice")  # a node reused from an earlier session (E5PLUGIN_TEST_*_URL) may have it
     args = ["deploy", "--model", str(tiny_e5_bert), "--index", "cli-twice", "--replicas", "0"]
     first = run(elasticsearch.url, *args)
     assert first.exit_code == 0, first.output
@@ -90,24 +91,25 @@ def test_ingest_bad_rows_are_reported_good_rows_land(elasticsearch, es_backend, 
 @pytest.mark.elasticsearch
 def test_resume_after_an_interrupted_ingest(elasticsearch, es_backend, tiny_e5_bert, tmp_path, monkeypatch):
     monkeypatch.setenv("E5PLUGIN_CACHE", str(tmp_path / "cache"))
+    es_backend.delete_index("cli-resume")  # the count below is of this run's documents only
     assert (
         run(elasticsearch.url, "deploy", "-m", str(tiny_e5_bert), "-i", "cli-resume", "--replicas", "0").exit_code == 0
     )
-    docs = [{"text": f"document number {i}"} for i in range(600)]  # no ids: derived from file + line
+    docs = [{"text": f"document number {i}"} for i in range(600)]  # no ids: derived from the content
     source = _jsonl(tmp_path / "big.jsonl", docs)
-    from e5plugin.cli import _checkpoint_path
+    from e5plugin.cli.ingest import _checkpoint_path
     from e5plugin.embed import Embedder
     from e5plugin.search import SemanticSearch
 
     setup = SemanticSearch.for_index("cli-resume", backend=es_backend).setup
     checkpoint = Checkpoint(_checkpoint_path("cli-resume", source), every=50)
 
-    def interrupted():
-        with open(source) as lines:
-            for n, line in enumerate(lines, start=1):
-                if n > 350:
+    def interrupted():  # the file's records as the CLI reads them (each with its place in the file)
+        with open(source, "rb") as stream:
+            for record in read_documents(stream):
+                if record.line > 350:
                     raise KeyboardInterrupt  # the operator hits Ctrl-C mid-run
-                yield SourceDoc(n, json.loads(line))
+                yield record
 
     with pytest.raises(KeyboardInterrupt):
         ingest(

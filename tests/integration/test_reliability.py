@@ -235,7 +235,7 @@ def test_pipeline_referencing_a_deleted_model_keeps_documents_and_backfill_fixes
     request = DeployRequest(index="rel-deleted", mode=Mode.SERVER, model_id="rel-deleted-model", replicas=0)
     os_backend.delete_model(deploy(os_backend, spec, request).model.model_id)
     report = ingest(os_backend, "rel-deleted", [{"id": "1", "text": "written while the model was gone"}], refresh=True)
-    assert report.indexed == 1  # stored, not lost
+    assert (report.indexed, report.failed) == (0, 1) and report.failures[0].id == "1"  # reported as failed
     assert os_backend.get_document("rel-deleted", "1")["e5plugin_error"]["reason"]
     doctor = CliRunner().invoke(cli, ["--url", opensearch.url, "doctor"])
     assert doctor.exit_code == 1 and "rel-deleted" in doctor.output

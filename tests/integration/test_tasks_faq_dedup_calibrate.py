@@ -23,7 +23,8 @@ from e5plugin.tasks.calibrate import calibrate, read_pairs, store_calibration
 from e5plugin.tasks.dedup import DUPLICATE_CLUSTER, DUPLICATE_OF, DUPLICATE_SCORE, find_duplicates, tag_duplicates
 from e5plugin.tasks.faq import FaqSearch, index_faq, parts
 
-STS_DEV = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "sts" / "sts-dev.csv"
+#: the first 250 STS-B dev pairs, vendored (tests/data/README.md)
+STS_DEV = Path(__file__).resolve().parents[1] / "data" / "sts" / "sts-dev.csv"
 
 FAQ = [
     (

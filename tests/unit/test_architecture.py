@@ -112,3 +112,18 @@ def test_the_detector_sees_a_circle(tmp_path):
     """The check itself: a two-module circle written on disk is found."""
     graph = {"a": {"b"}, "b": {"a"}, "c": {"a"}}
     assert _cycles(graph) == [["a", "b"]]
+
+
+def test_every_cli_command_and_group_shows_an_example_in_its_help():
+    import click
+
+    from e5plugin.cli import cli
+
+    def walk(group: click.Group, prefix: tuple[str, ...] = ()):
+        for name, command in group.commands.items():
+            yield (*prefix, name), command
+            if isinstance(command, click.Group):
+                yield from walk(command, (*prefix, name))
+
+    missing = [" ".join(path) for path, command in walk(cli) if "Example" not in (command.help or "")]
+    assert not missing, f"--help without an example: {missing}"

@@ -73,3 +73,52 @@ def test_pull_without_the_hub_says_so(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(UnknownModelError, match="Could not pull 'intfloat/e5-small-v2'"):
         manifest.pull("intfloat/e5-small-v2", tmp_path / "e5")
     assert not (tmp_path / "e5" / manifest.MANIFEST).exists()
+
+
+# ---- a manifest names only files inside the model directory, and covers every weight file ----------------------
+def _rewrite(directory: Path, edit) -> None:
+    recorded = json.loads((directory / manifest.MANIFEST).read_text())
+    edit(recorded["files"])
+    (directory / manifest.MANIFEST).write_text(json.dumps(recorded))
+
+
+def test_an_entry_outside_the_directory_is_refused(pulled: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.json"
+    outside.write_text("{}")
+    _rewrite(pulled, lambda files: files.update({"../outside.json": manifest.file_sha256(outside)}))
+    with pytest.raises(ConfigurationError, match=r"'\.\./outside\.json'.*outside the model directory"):
+        resolve_model(str(pulled))
+
+
+def test_an_absolute_entry_is_refused(pulled: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "abs.json"
+    outside.write_text("{}")
+    _rewrite(pulled, lambda files: files.update({str(outside): manifest.file_sha256(outside)}))
+    with pytest.raises(ConfigurationError, match="outside the model directory"):
+        resolve_model(str(pulled))
+
+
+def test_a_weight_file_not_in_the_manifest_is_refused(pulled: Path) -> None:
+    shutil.copy(pulled / "model.safetensors", pulled / "pytorch_model.bin")
+    with pytest.raises(ConfigurationError, match=r"pytorch_model\.bin is not listed in"):
+        resolve_model(str(pulled))
+
+
+def test_an_unlisted_weight_file_in_a_subfolder_is_refused(pulled: Path) -> None:
+    (pulled / "onnx").mkdir()
+    (pulled / "onnx" / "model.onnx").write_bytes(b"not listed")
+    with pytest.raises(ConfigurationError, match=r"onnx/model\.onnx is not listed in"):
+        resolve_model(str(pulled))
+
+
+def test_a_model_kept_under_a_cache_folder_gets_a_full_manifest(tiny_e5_bert: Path, tmp_path: Path) -> None:
+    """Only the hub client's own ``.cache`` inside the model directory is skipped, not a ~/.cache above it."""
+    target = shutil.copytree(tiny_e5_bert, tmp_path / ".cache" / "e5plugin" / "models" / "tiny")
+    (target / ".cache").mkdir()
+    (target / ".cache" / "download.lock").write_text("")
+    written = manifest.write_manifest(target, "acme/tiny-e5", None)
+    assert "model.safetensors" in written["files"] and "config.json" in written["files"]
+    assert not any(name.startswith(".cache/") for name in written["files"])
+    (target / "pytorch_model.bin").write_bytes(b"unlisted")
+    with pytest.raises(ConfigurationError, match=r"pytorch_model\.bin is not listed"):
+        manifest.verify_manifest(target)

@@ -62,3 +62,39 @@ def test_plan_round_trips_through_index_meta():
 
     plan = plan_prefixes(E5, Mode.SERVER, False)
     assert PrefixPlan.from_dict(plan.to_dict()) == plan
+
+
+def test_task_sides_follow_e5_guidance():
+    """Symmetric tasks put the query form on both sides; query -> document tasks are asymmetric."""
+    from e5plugin.prefixes import Side, task_sides
+
+    assert task_sides("search") == (Side.QUERY, Side.PASSAGE)
+    assert task_sides("faq-answer") == (Side.QUERY, Side.PASSAGE)
+    assert task_sides("faq-question") == (Side.QUERY, Side.QUERY)
+    assert task_sides("pairs") == (Side.QUERY, Side.QUERY)
+    incoming, stored = task_sides("dedup")
+    assert incoming is stored  # stored documents against each other: one form on both sides
+    with pytest.raises(ValueError, match="unknown task"):
+        task_sides("translate")
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+@pytest.mark.parametrize("cluster_support", [True, False])
+def test_stored_question_is_a_query_once_whoever_adds_it(mode, cluster_support):
+    from e5plugin.prefixes import Side
+
+    plan = plan_prefixes(E5, mode, cluster_support)
+    assert plan.stored_as_query("faq-question")
+    assert not plan.stored_as_query("faq-answer") and not plan.stored_as_query("search")
+    assert not plan.stored_as_query("dedup")
+    texts = [plan.text("x", Side.QUERY, actor) for actor in ACTORS]
+    assert texts.count("query: x") == 1 and texts.count("x") == len(ACTORS) - 1
+    passages = [plan.text("x", Side.PASSAGE, actor) for actor in ACTORS]
+    assert passages.count("passage: x") == 1 and passages.count("x") == len(ACTORS) - 1
+
+
+def test_models_without_prefixes_store_questions_like_passages():
+    for spec in (ALBERT, resolve_model("intfloat/e5-small-v2", query_prefix="same: ", passage_prefix="same: ")):
+        assert not plan_prefixes(spec, Mode.SERVER, True).stored_as_query("faq-question")
+    # the instruct model's query form differs from its (empty) passage form: questions are stored as queries
+    assert plan_prefixes(INSTRUCT, Mode.CLIENT, False).stored_as_query("faq-question")

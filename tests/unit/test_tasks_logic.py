@@ -190,7 +190,7 @@ def test_faq_documents_one_per_embedded_field_and_bad_entries_reported():
         {"id": "2", "question": "", "answer": "A."},
         {"id": "3", "question": "Q?"},
         SourceDoc(4, None, "invalid JSON"),
-        {"question": "Q2?", "answer": "A2."},  # no id: derived from source and line, as ingest does
+        {"question": "Q2?", "answer": "A2."},  # no id: derived from the content, as ingest does
     ]
     single = list(faq_documents(records, embed="answer", text_field="text", source_name="f.jsonl"))
     assert single[0].doc_id == "1" and single[0].doc == {
@@ -205,7 +205,7 @@ def test_faq_documents_one_per_embedded_field_and_bad_entries_reported():
     assert single[1].doc is None and "question" in single[1].error
     assert single[2].doc is None and "answer" in single[2].error
     assert single[3].error == "invalid JSON"
-    assert single[4].doc_id == stable_id(records[4], 5, "id", "f.jsonl") == single[4].doc["faq_id"]
+    assert single[4].doc_id == stable_id(records[4], "id") == single[4].doc["faq_id"]
     both = [d for d in faq_documents(records, embed="both", text_field="text") if d.doc]
     assert [(d.doc_id, d.doc["faq_part"], d.doc["text"]) for d in both[:2]] == [
         ("1::question", "question", "Q?"),
