@@ -108,7 +108,43 @@ def diagnose(backend: Backend) -> Report:
             )
     if caps.ml:
         report.models = [{"model_id": m.model_id, "state": m.state, **m.provenance} for m in backend.list_models()]
+        _add_placement(backend, report)
     return report
+
+
+def _add_placement(backend: Backend, report: Report) -> None:
+    """Where each model runs (OpenSearch ml-commons: the nodes serving it) and a problem when a deployed model is
+    served by no node, or by fewer nodes than its deployment asked for."""
+    placement_of = getattr(backend, "model_placement", None)
+    if placement_of is None:
+        return
+    for model in report.models:
+        placement = placement_of(model["model_id"])
+        model["nodes"] = placement["nodes"]
+        model["planned_nodes"] = placement["planned_nodes"]
+        if model["state"] not in HEALTHY_MODEL_STATES and not placement["nodes"]:
+            continue  # undeployed on purpose, or already reported through an index that uses it
+        redeploy = (
+            f"Run: e5plugin deploy --model {model.get('source') or '<model>'} --index <its index> --mode server "
+            f"--model-id {model.get('name') or model['model_id']} (redeploys it; --nodes chooses where)"
+        )
+        if not placement["nodes"]:
+            report.problems.append(
+                Problem(
+                    f"Model {model['model_id']!r} is {model['state']} but no node serves it (after a restart or a "
+                    "node loss ml-commons may not redeploy it): predictions and ingest fail.",
+                    redeploy,
+                )
+            )
+        elif len(placement["nodes"]) < placement["planned"]:
+            missing = sorted(set(placement["planned_nodes"]) - set(placement["nodes"]))
+            report.problems.append(
+                Problem(
+                    f"Model {model['model_id']!r} runs on {len(placement['nodes'])} of the {placement['planned']} "
+                    f"nodes its deployment asked for (not on: {', '.join(missing) or 'unknown'}).",
+                    f"Bring the node(s) back, or {redeploy[0].lower()}{redeploy[1:]}",
+                )
+            )
 
 
 def _left_in_bulk_settings(backend: Backend, name: str, meta: dict) -> Problem | None:

@@ -49,6 +49,7 @@ TASK_SIDES: dict[str, tuple[Side, Side]] = {
     "search": (Side.QUERY, Side.PASSAGE),  # a query against stored documents
     "faq-question": (Side.QUERY, Side.QUERY),  # a user's question against a stored question: symmetric
     "faq-answer": (Side.QUERY, Side.PASSAGE),  # a user's question against a stored answer: asymmetric
+    "faq-entry": (Side.QUERY, Side.PASSAGE),  # against one passage holding question and answer: asymmetric
     "pairs": (Side.QUERY, Side.QUERY),  # calibration / similarity pairs: symmetric
     # stored documents against each other: symmetric, compared as the index holds them (one prefix on both sides)
     "dedup": (Side.PASSAGE, Side.PASSAGE),

@@ -2,6 +2,7 @@
 
 E5PLUGIN_TEST_OPENSEARCH_URL      use this OpenSearch instead of starting one
 E5PLUGIN_TEST_ELASTICSEARCH_URL   use this Elasticsearch instead of starting one
+E5PLUGIN_TEST_OPENSEARCH_CLUSTER  work directory of a running `dev-cluster up --nodes 3` cluster for multinode tests
 E5PLUGIN_CACHE                    where node distributions are assembled (default ~/.cache/e5plugin)
 
 ONNX exports and int8 quality verdicts go to a per-session folder: a verdict recorded on this machine by a benchmark
@@ -109,6 +110,34 @@ def secured_elasticsearch() -> Iterator[Cluster]:
         secured=True,
         password="e5plugin-test-Pa55",
     )
+
+
+@pytest.fixture(scope="session")
+def opensearch_cluster():
+    """Three OpenSearch nodes started once (``multinode`` tests): two cluster_manager+data+ingest nodes and one
+    cluster_manager+ml node (``e5plugin.devcluster.cluster``), 512m heap each. Tests may kill and restart members;
+    each leaves all three running."""
+    from e5plugin.devcluster.cluster import Cluster as NodeCluster
+    from e5plugin.devcluster.cluster import start_cluster
+
+    if os.environ.get("E5PLUGIN_TEST_OPENSEARCH_CLUSTER"):  # the work directory of a running e5plugin cluster
+        existing = NodeCluster.load_state(Path(os.environ["E5PLUGIN_TEST_OPENSEARCH_CLUSTER"]))
+        if existing is None or not existing.is_running():
+            pytest.fail("E5PLUGIN_TEST_OPENSEARCH_CLUSTER names no running cluster")
+        yield existing
+        return
+    for workdir in (default_cache_dir() / "nodes").glob("test-os-cluster-*"):  # left by a session that died
+        stale = NodeCluster.load_state(workdir)
+        if stale is None or not stale.is_running():
+            shutil.rmtree(workdir, ignore_errors=True)
+    cluster = start_cluster(
+        "opensearch", count=3, name=f"test-os-cluster-{os.getpid()}", heap="512m", fresh=True, progress=_progress
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

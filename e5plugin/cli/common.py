@@ -121,7 +121,7 @@ def connection_options(func: Callable) -> Callable:
         expose_value=False,
         envvar=CONFIG_FILE_ENV,
         show_envvar=True,
-        help="JSON file of settings keyed by option name, e.g. {\"url\": \"https://...\", \"username\": \"ops\"} "
+        help='JSON file of settings keyed by option name, e.g. {"url": "https://...", "username": "ops"} '
         "(default ~/.config/e5plugin/config.json when it exists).",
     )(func)
 
@@ -192,13 +192,56 @@ def echo_dry_run(state: State, backend, planned_requests) -> None:
             click.echo(state.config.mask(json.dumps(planned.body, indent=2, ensure_ascii=False)))
 
 
-def resolve_model_arg(
-    model: str, query_prefix: str | None = None, passage_prefix: str | None = None, no_prefixes: bool = False
-):
-    """A model spec for ``--model``: a local directory, a known hub id, or (downloaded) any other hub id."""
+_PREFIX_CHOICE = "e5plugin.prefix_choice"
+
+
+def _remember_prefix_choice(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    ctx.meta.setdefault(_PREFIX_CHOICE, {})[param.name] = value
+    return value
+
+
+def prefix_options(func: Callable) -> Callable:
+    """``--query-prefix``, ``--passage-prefix`` and ``--no-prefixes`` for every command that takes ``--model``:
+    the explicit choice a model e5plugin does not recognise (and that declares no prompts) needs."""
+    options = [
+        click.option(
+            "--query-prefix",
+            callback=_remember_prefix_choice,
+            expose_value=False,
+            help="Override the model's query prefix ('' for none).",
+        ),
+        click.option(
+            "--passage-prefix",
+            callback=_remember_prefix_choice,
+            expose_value=False,
+            help="Override the model's passage prefix ('' for none).",
+        ),
+        click.option(
+            "--no-prefixes",
+            is_flag=True,
+            callback=_remember_prefix_choice,
+            expose_value=False,
+            help="The model takes no prefixes (needed for a model e5plugin does not recognise and that declares "
+            "no prompts).",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def resolve_model_arg(model: str):
+    """A model spec for ``--model`` (a local directory, a known hub id, or, downloaded, any other hub id), with the
+    prefix choice the command's :func:`prefix_options` received."""
     from ..models import KNOWN_MODELS, resolve_model
 
+    ctx = click.get_current_context(silent=True)
+    choice = (ctx.meta.get(_PREFIX_CHOICE, {}) if ctx else {}) or {}
     download = not Path(model).expanduser().is_dir() and model not in KNOWN_MODELS
     return resolve_model(
-        model, query_prefix=query_prefix, passage_prefix=passage_prefix, download=download, no_prefixes=no_prefixes
+        model,
+        query_prefix=choice.get("query_prefix"),
+        passage_prefix=choice.get("passage_prefix"),
+        download=download,
+        no_prefixes=bool(choice.get("no_prefixes")),
     )

@@ -7,7 +7,7 @@ import json
 import click
 
 from .. import errors
-from .common import E5Group, State, chosen_mode, echo_dry_run, echo_json, mode_option, resolve_model_arg
+from .common import E5Group, State, chosen_mode, echo_dry_run, echo_json, mode_option, prefix_options, resolve_model_arg
 
 
 @click.command()
@@ -32,13 +32,7 @@ from .common import E5Group, State, chosen_mode, echo_dry_run, echo_json, mode_o
     help="Deploy another model or mode onto an index that holds documents (its vectors stay until `reindex`; "
     "`rollout` is the safe way).",
 )
-@click.option("--query-prefix", help="Override the model's query prefix ('' for none).")
-@click.option("--passage-prefix", help="Override the model's passage prefix ('' for none).")
-@click.option(
-    "--no-prefixes",
-    is_flag=True,
-    help="The model takes no prefixes (needed for a model e5plugin does not recognise and that declares no prompts).",
-)
+@prefix_options
 @click.option("--allocations", type=int, default=1, show_default=True, help="Elasticsearch: number_of_allocations.")
 @click.option("--threads", type=int, default=1, show_default=True, help="Elasticsearch: threads_per_allocation.")
 @click.option("--deploy-timeout", default="300s", show_default=True)
@@ -52,6 +46,13 @@ from .common import E5Group, State, chosen_mode, echo_dry_run, echo_json, mode_o
     "--one-node-ml",
     is_flag=True,
     help="OpenSearch: apply the ml-commons cluster settings a single-node (dev/test) cluster needs first.",
+)
+@click.option(
+    "--nodes",
+    "target_nodes",
+    multiple=True,
+    help="OpenSearch: deploy the model on these nodes (names or ids; repeat or comma-separate). Turns on "
+    "plugins.ml_commons.allow_custom_deployment_plan. Default: ml-commons chooses (the ML nodes when there are).",
 )
 @click.option("--dry-run", is_flag=True, help="Print every request it would send; change nothing.")
 @click.pass_obj
@@ -68,14 +69,12 @@ def deploy(
     replace,
     replicas,
     allow_model_change,
-    query_prefix,
-    passage_prefix,
-    no_prefixes,
     allocations,
     threads,
     deploy_timeout,
     model_format,
     one_node_ml,
+    target_nodes,
     dry_run,
 ):
     """Model + ingest pipeline + index in one idempotent command.
@@ -91,7 +90,7 @@ def deploy(
     from ..prefixes import Mode
 
     backend = state.backend
-    spec = resolve_model_arg(model, query_prefix, passage_prefix, no_prefixes)
+    spec = resolve_model_arg(model)
     chosen = chosen_mode(backend, mode)
     request = DeployRequest(
         index=index,
@@ -109,6 +108,7 @@ def deploy(
             threads_per_allocation=threads,
             timeout=deploy_timeout,
             **({"model_format": model_format} if model_format else {}),
+            nodes=tuple(n.strip() for raw in target_nodes for n in raw.split(",") if n.strip()),
         ),
     )
     if one_node_ml and not dry_run and chosen is Mode.SERVER and backend.apply_one_node_ml_settings():
@@ -122,6 +122,9 @@ def deploy(
     click.echo(f"mode        {chosen.value}")
     if result.model:
         click.echo(f"model       {result.model.model_id} ({result.model.action}, {result.model.state})")
+        placement = getattr(backend, "model_placement", None)
+        if placement is not None:
+            click.echo(f"runs on     {', '.join(placement(result.model.model_id)['nodes']) or 'no node'}")
     if result.pipeline_action:
         click.echo(f"pipeline    {result.setup.pipeline} ({result.pipeline_action})")
     click.echo(f"index       {index} ({result.index_action})")
@@ -187,6 +190,7 @@ def index_group():
 
 @index_group.command("create")
 @click.option("--model", "-m", required=True)
+@prefix_options
 @click.option("--index", "-i", required=True)
 @click.option("--text-field", default="text", show_default=True)
 @click.option("--vector-field", default="embedding", show_default=True)
@@ -204,7 +208,7 @@ def index_create(state: State, model, index, text_field, vector_field, index_opt
     from ..deploy import deploy as run_deploy
     from ..prefixes import Mode
 
-    spec = resolve_model_arg(model, None, None)
+    spec = resolve_model_arg(model)
     result = run_deploy(
         state.backend,
         spec,

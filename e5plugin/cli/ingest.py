@@ -11,6 +11,11 @@ import click
 from .. import errors
 from .common import State, echo_json, progress_bar
 
+SPARK_HELP = (
+    "Embed and write on Apache Spark executors (client-mode indices; pip install 'e5plugin[spark]'): the same "
+    "model, prefixes and ids; a failed task is retried without duplicates."
+)
+
 
 @click.command()
 @click.argument("source", type=click.Path(allow_dash=True))
@@ -48,9 +53,23 @@ from .common import State, echo_json, progress_bar
     show_default=True,
     help="Client mode: what runs the model; auto: ONNX int8 where `model check-quantization` accepted it, else torch.",
 )
+@click.option("--spark", "use_spark", is_flag=True, help=SPARK_HELP)
+@click.option("--master", help="With --spark: the Spark master URL (default: the active session, else local[*]).")
 @click.pass_obj
 def ingest(
-    state: State, source, index, fmt, id_field, batch_size, resume, report_path, as_json, bulk_settings, embed_backend
+    state: State,
+    source,
+    index,
+    fmt,
+    id_field,
+    batch_size,
+    resume,
+    report_path,
+    as_json,
+    bulk_settings,
+    embed_backend,
+    use_spark=False,
+    master=None,
 ):
     """Bulk-index a JSON Lines, CSV or TSV file (or - for stdin) into an index made by `deploy`.
 
@@ -58,6 +77,7 @@ def ingest(
     Example:
       e5plugin ingest docs.jsonl --index docs
       cat docs.jsonl | e5plugin ingest - --index docs --resume
+      e5plugin ingest big.jsonl --index docs --spark --master spark://host:7077
     """
 
     from ..ingest import Checkpoint, checkpoint_path, input_about, input_format, open_input, read_documents
@@ -71,6 +91,10 @@ def ingest(
     if not meta:
         raise errors.ConfigurationError(f"Index {index!r} was not set up by e5plugin: run `e5plugin deploy` first.")
     setup = IndexSetup.from_meta(meta)
+    if use_spark:
+        if source != "-":
+            stream.close()
+        return _spark_ingest(state, source, index, fmt, id_field, resume, embed_backend, master, as_json, report_path)
     embedder = None
     if setup.mode is Mode.CLIENT:
         from ..embed import Embedder
@@ -139,25 +163,33 @@ def _checkpoint_path(index: str, source: str) -> Path:
 @click.command()
 @click.option("--index", "-i", required=True)
 @click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--spark", "use_spark", is_flag=True, help=SPARK_HELP)
+@click.option("--master", help="With --spark: the Spark master URL (default: the active session, else local[*]).")
 @click.pass_obj
-def reindex(state: State, index, batch_size):
+def reindex(state: State, index, batch_size, use_spark=False, master=None):
     """Backfill: embed documents that have no vector yet or whose embedding failed.
 
     \b
     Example:
       e5plugin reindex --index docs
+      e5plugin reindex --index docs --spark --master local[2]
     """
     from ..backfill import backfill
     from ..search import SemanticSearch
 
-    helper = SemanticSearch.for_index(index, backend=state.backend)
-    report = backfill(
-        state.backend,
-        index,
-        helper.setup,
-        batch_size=batch_size,
-        progress=lambda done, total: click.echo(f"\r{done}/{total}", nl=False, err=True),
-    )
+    if use_spark:
+        from ..spark import reindex_with_spark
+
+        report = reindex_with_spark(index, master=master, backend=state.backend)
+    else:
+        helper = SemanticSearch.for_index(index, backend=state.backend)
+        report = backfill(
+            state.backend,
+            index,
+            helper.setup,
+            batch_size=batch_size,
+            progress=lambda done, total: click.echo(f"\r{done}/{total}", nl=False, err=True),
+        )
     click.echo(
         f"\nre-embedded {report.indexed}, still without vector {report.without_vector}, failed {report.failed}"
         + (f", edited meanwhile (kept; re-run to embed them) {report.conflicts}" if report.conflicts else "")
@@ -165,6 +197,32 @@ def reindex(state: State, index, batch_size):
     if not report.ok or report.without_vector:
         raise errors.IngestFailedError(f"{report.failed + report.without_vector} documents still have no vector.")
 
+
+def _spark_ingest(state: State, source, index, fmt, id_field, resume, embed_backend, master, as_json, report_path):
+    """`ingest --spark`: a JSON Lines file split across the executors (see e5plugin.spark.ingest_jsonl)."""
+    from ..ingest import input_format
+    from ..spark import ingest_jsonl
+
+    if source == "-" or (input_format(source) if fmt == "auto" else fmt) != "jsonl":
+        raise errors.ConfigurationError(
+            "--spark reads a JSON Lines file (a path every executor can read), not stdin, CSV or TSV."
+        )
+    if resume:
+        raise errors.ConfigurationError("--spark has no --resume: re-run the job (the same ids overwrite themselves).")
+    chosen = None if embed_backend == "auto" else embed_backend
+    report = ingest_jsonl(
+        source, index=index, master=master, id_field=id_field, embed_backend=chosen, backend=state.backend
+    )
+    if report_path:
+        Path(report_path).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(f"indexed {report.indexed}, without vector {report.without_vector}, failed {report.failed}")
+        for failure in report.failures[:20]:
+            click.echo(f"  failed {failure.id or ''}: {failure.reason}", err=True)
+    if not report.ok:
+        raise errors.IngestFailedError(f"{report.failed} documents failed; fix them and re-run, good rows are stored.")
 
 
 COMMANDS = (ingest, reindex)

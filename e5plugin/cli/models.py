@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import E5Group, State, resolve_model_arg
+from .common import E5Group, State, prefix_options, resolve_model_arg
 
 
 @click.group(cls=E5Group)
@@ -23,6 +23,7 @@ def model():
 
 @model.command("import")
 @click.option("--model", "-m", "model_name", required=True)
+@prefix_options
 @click.option("--model-id")
 @click.option("--replace", is_flag=True)
 @click.pass_obj
@@ -40,7 +41,7 @@ def model_import(state: State, model_name, model_id, replace):
 
     backend = state.backend
     backend.require_ml()
-    spec = resolve_model_arg(model_name, None, None)
+    spec = resolve_model_arg(model_name)
     name = validate_name("model", model_id or f"e5plugin-{spec.short_name}")
     with tempfile.TemporaryDirectory() as tmp:
         result = backend.import_model(
@@ -132,6 +133,7 @@ def model_pull(model_name, target, revision, source, maven_repo):
 
 @model.command("check-quantization")
 @click.option("--model", "model_name", required=True, help="Model directory or hub id.")
+@prefix_options
 @click.option(
     "--data",
     required=True,
@@ -152,7 +154,7 @@ def model_check_quantization(model_name, data, split, tolerance, limit_docs, as_
     """
     from ..quality import check_quantization
 
-    spec = resolve_model_arg(model_name, None, None)
+    spec = resolve_model_arg(model_name)
     result = check_quantization(spec, data, split=split, tolerance=tolerance, limit_docs=limit_docs or None)
     info = result.to_dict()
     if as_json:
@@ -162,7 +164,6 @@ def model_check_quantization(model_name, data, split, tolerance, limit_docs, as_
         click.echo(f"delta {result.delta:+.4f} (tolerance {tolerance}); {result.docs} docs, {result.queries} queries")
         click.echo(f"docs/s fp32 {result.fp32_docs_per_s}   int8 {result.int8_docs_per_s}")
         click.echo("int8 accepted: --embed-backend auto uses it" if result.accepted else "int8 refused: fp32 is kept")
-
 
 
 COMMANDS = (model,)

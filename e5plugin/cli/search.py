@@ -92,13 +92,14 @@ def doctor(state: State, as_json):
             )
         for model in report.models:
             click.echo(f"model      {model['model_id']}: {model['state']} (source {model.get('source')})")
+            if "nodes" in model:
+                click.echo(f"           runs on: {', '.join(model['nodes']) or 'no node'}")
         for problem in report.problems:
             click.echo(f"PROBLEM    {problem.what}\n  fix:     {problem.fix}")
         if not report.problems:
             click.echo("no problems found")
     if report.problems:
         sys.exit(1)
-
 
 
 COMMANDS = (search, doctor)

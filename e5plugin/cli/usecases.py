@@ -9,7 +9,17 @@ from pathlib import Path
 import click
 
 from .. import errors
-from .common import E5Group, State, chosen_mode, echo_dry_run, echo_json, mode_option, progress_bar, resolve_model_arg
+from .common import (
+    E5Group,
+    State,
+    chosen_mode,
+    echo_dry_run,
+    echo_json,
+    mode_option,
+    prefix_options,
+    progress_bar,
+    resolve_model_arg,
+)
 
 
 # ---- faq ----------------------------------------------------------------------------------------------------------
@@ -29,12 +39,14 @@ def faq():
 @click.option("--index", "-i", required=True)
 @click.option(
     "--embed",
-    type=click.Choice(["question", "answer", "both"]),
-    default="both",
-    show_default=True,
-    help="What is embedded: the question, the answer, or both (two vectors per entry; the better one counts).",
+    type=click.Choice(["question", "answer", "both", "entry"]),
+    default=None,
+    help="What is embedded: the question, the answer, both (two vectors per entry; the better one counts) or entry "
+    "(question + answer as one passage). Default: the index's recorded choice, else entry for 512-token models "
+    "(E5), both for shorter ones.",
 )
 @click.option("--model", "-m", help="Create the index for this model when it does not exist yet.")
+@prefix_options
 @mode_option(help="For a new index: server (the cluster embeds) or client; auto: server when the cluster can.")
 @click.option("--replicas", type=int, help="number_of_replicas for a new index.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
@@ -56,7 +68,7 @@ def faq_index(state: State, source, index, embed, model, mode, replicas, batch_s
             raise errors.ConfigurationError(f"Index {index!r} does not exist: pass --model to create it.")
         from ..deploy import DeployRequest, deploy
 
-        spec = resolve_model_arg(model, None, None)
+        spec = resolve_model_arg(model)
         deploy(backend, spec, DeployRequest(index=index, mode=chosen_mode(backend, mode), replicas=replicas))
     stream, name = open_input(source)
     with progress_bar("faq index", as_json) as bar:
@@ -70,6 +82,7 @@ def faq_index(state: State, source, index, embed, model, mode, replicas, batch_s
             batch_size=batch_size,
             progress=lambda n: bar.advance(task, n),
         )
+    embed = backend.index_meta(index)["faq"]["embed"]  # the choice index_faq made (default: by model)
     entries = report.indexed // len(parts(embed))
     if as_json:
         echo_json({"embed": embed, "entries": entries, **report.to_dict()})
@@ -169,6 +182,7 @@ def dedup(state: State, index, threshold, neighbors, num_candidates, batch_size,
 # ---- calibrate ----------------------------------------------------------------------------------------------------
 @click.command()
 @click.option("--model", "-m", help="Hub id or local directory (default: the model of --index).")
+@prefix_options
 @click.option(
     "--pairs",
     required=True,
@@ -228,7 +242,7 @@ def calibrate(state: State, model, pairs, fmt, positive_min, target_precision, m
         if not meta:
             raise errors.ConfigurationError(f"Index {index!r} was not set up by e5plugin: run `e5plugin deploy` first.")
     if model:
-        spec = resolve_model_arg(model, None, None)
+        spec = resolve_model_arg(model)
         if index:
             check_same_model(meta, spec, index)
     else:
@@ -269,7 +283,6 @@ def calibrate(state: State, model, pairs, fmt, positive_min, target_precision, m
         click.echo(f"stored in   {index} (_meta.e5plugin.{slot})")
 
 
-
 # ---- chunks (long documents) ----------------------------------------------------------------------------------------
 @click.group(cls=E5Group)
 def chunks():
@@ -284,6 +297,7 @@ def chunks():
 
 @chunks.command("deploy")
 @click.option("--model", "-m", required=True, help="Hub id or a local model directory.")
+@prefix_options
 @click.option("--index", "-i", required=True)
 @click.option(
     "--chunk-size",
@@ -332,7 +346,7 @@ def chunks_deploy(
     from ..tasks.chunking import ChunkingSettings
 
     backend = state.backend
-    spec = resolve_model_arg(model, None, None)
+    spec = resolve_model_arg(model)
     request = DeployRequest(
         index=index,
         text_field=text_field,
@@ -360,6 +374,7 @@ def chunks_deploy(
 @chunks.command("split")
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--model", "-m", required=True)
+@prefix_options
 @click.option("--chunk-size", type=int)
 @click.option("--chunk-overlap", type=int, default=64, show_default=True)
 def chunks_split(source, model, chunk_size, chunk_overlap):
@@ -372,7 +387,7 @@ def chunks_split(source, model, chunk_size, chunk_overlap):
     from ..prefixes import Mode, plan_prefixes
     from ..tasks.chunking import Chunker, ChunkingSettings
 
-    spec = resolve_model_arg(model, None, None)
+    spec = resolve_model_arg(model)
     prefix = plan_prefixes(spec, Mode.CLIENT, cluster_prefix_support=False).passage_prefix  # room kept for it
     chunker = Chunker(spec, ChunkingSettings(chunk_size=chunk_size, overlap=chunk_overlap), prefix)
     text = click.get_text_stream("stdin").read() if source == "-" else Path(source).read_text(encoding="utf-8")
@@ -383,6 +398,7 @@ def chunks_split(source, model, chunk_size, chunk_overlap):
 # ---- finetune -------------------------------------------------------------------------------------------------------
 @click.command()
 @click.option("--model", "-m", required=True, help="The base model: hub id or local directory.")
+@prefix_options
 @click.option("--pairs", "pairs_path", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="New, empty directory.")
 @click.option("--epochs", type=int, default=1, show_default=True)
@@ -434,7 +450,7 @@ def finetune(
 
     if do_deploy and not alias:
         raise click.BadParameter("--deploy needs --index (the alias to switch)")
-    spec = resolve_model_arg(model, None, None)
+    spec = resolve_model_arg(model)
     config = FinetuneConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -503,6 +519,7 @@ def _print_rollout(data: dict) -> None:
 
 @click.command()
 @click.option("--model", "-m", required=True, help="The new model version: hub id or local directory.")
+@prefix_options
 @click.option("--alias", "-a", required=True, help="The alias applications search (created on the first rollout).")
 @mode_option()
 @click.option("--source", type=click.Path(exists=True, dir_okay=False), help="Documents (JSON Lines) to index.")
@@ -520,7 +537,7 @@ def rollout(state: State, model, alias, mode, source, from_index, check_query, d
       e5plugin rollout --model ./models/e5-support-v2 --alias support --check-query "reset password"
       e5plugin alias switch --alias support --index support-v1      # rollback
     """
-    spec = resolve_model_arg(model, None, None)
+    spec = resolve_model_arg(model)
     data = _rollout(state, spec, alias, mode, source, from_index, check_query, delete_old, replicas, as_json)
     if as_json:
         echo_json(data)
@@ -562,7 +579,6 @@ def alias_switch(state: State, alias, index):
         raise errors.ConfigurationError(f"No index named {index!r}.")
     left = state.backend.switch_alias(alias, index)
     click.echo(f"{alias} -> {index}" + (f" (was {', '.join(left)})" if left else ""))
-
 
 
 COMMANDS = (faq, dedup, calibrate, chunks, finetune, rollout, alias_group)

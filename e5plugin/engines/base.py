@@ -641,6 +641,8 @@ class DeploymentOptions:
     #: OpenSearch ml-commons: ``torchscript`` or ``onnx``; None: ONNX for a new registration, and an existing one of
     #: the same model in either format is reused (``e5plugin.packaging.mlcommons.DEFAULT_FORMATS``)
     model_format: str | None = None
+    #: OpenSearch ml-commons: node names or ids to deploy on (a custom deployment plan); empty: ml-commons decides
+    nodes: tuple[str, ...] = ()
 
     @property
     def timeout_seconds(self) -> float:

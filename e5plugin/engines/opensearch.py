@@ -225,12 +225,88 @@ class OpenSearchBackend(Backend):
             return self.client.transport.perform_request(method, self.ML + path, body=body, params=params or None)
 
     def apply_one_node_ml_settings(self) -> bool:
-        """Let ml-commons run models on a one-node cluster (data node = ML node, relaxed memory/disk guards)."""
+        """Let ml-commons run models on a one-node cluster (data node = ML node, relaxed memory/disk guards).
+
+        A cluster that has dedicated ``ml`` nodes keeps its ``only_run_on_ml_node`` (default true): models stay on
+        the ML nodes instead of being forced onto data nodes."""
         from ..devcluster.opensearch import ML_ONE_NODE_SETTINGS
 
+        settings = dict(ML_ONE_NODE_SETTINGS)
+        if self.ml_nodes():
+            settings.pop("plugins.ml_commons.only_run_on_ml_node")
         with self.errors():
-            self.client.cluster.put_settings(body={"persistent": ML_ONE_NODE_SETTINGS})
+            self.client.cluster.put_settings(body={"persistent": settings})
         return True
+
+    def cluster_nodes(self) -> dict[str, dict]:
+        """Node id -> ``{"name", "roles"}`` for every node of the cluster."""
+        with self.errors():
+            found = self.client.nodes.info(metric="settings", filter_path="nodes.*.name,nodes.*.roles")
+        return {nid: {"name": n.get("name"), "roles": n.get("roles", [])} for nid, n in found.get("nodes", {}).items()}
+
+    def ml_nodes(self) -> dict[str, str]:
+        """Node id -> name of the nodes with the ``ml`` role (none on a cluster without dedicated ML nodes)."""
+        return {nid: n["name"] for nid, n in self.cluster_nodes().items() if "ml" in n["roles"]}
+
+    def resolve_nodes(self, wanted: tuple[str, ...] | list[str]) -> list[str]:
+        """Node ids for node names or ids; an unknown one is refused with the list of nodes."""
+        nodes = self.cluster_nodes()
+        by_name = {n["name"]: nid for nid, n in nodes.items()}
+        ids = []
+        for item in wanted:
+            if item in nodes:
+                ids.append(item)
+            elif item in by_name:
+                ids.append(by_name[item])
+            else:
+                known = ", ".join(f"{n['name']} ({'/'.join(n['roles'])})" for n in nodes.values())
+                raise errors.ConfigurationError(f"No node {item!r} in this cluster; its nodes: {known}.")
+        return ids
+
+    def check_deploy_targets(self, nodes: tuple[str, ...] | list[str]) -> list[str]:
+        """Node ids for a custom deployment plan; refused when ``only_run_on_ml_node`` keeps models off a chosen
+        node (ml-commons would only answer "no eligible node found")."""
+        ids = self.resolve_nodes(nodes)
+        key = "plugins.ml_commons.only_run_on_ml_node"
+        with self.errors():
+            found = self.client.cluster.get_settings(include_defaults=True, flat_settings=True)
+        value = next(
+            (found[s][key] for s in ("transient", "persistent", "defaults") if key in found.get(s, {})), "true"
+        )
+        if str(value).lower() == "true":
+            all_nodes = self.cluster_nodes()
+            not_ml = [all_nodes[nid]["name"] for nid in ids if "ml" not in all_nodes[nid]["roles"]]
+            if not_ml:
+                raise errors.ConfigurationError(
+                    f"{key} is true: ml-commons runs models only on ML nodes, and {', '.join(not_ml)} "
+                    f"{'is' if len(not_ml) == 1 else 'are'} not one (ML nodes: "
+                    f"{', '.join(self.ml_nodes().values()) or 'none'}). Choose ML nodes, or set {key} to false."
+                )
+        return ids
+
+    def model_placement(self, model_id: str) -> dict:
+        """Where a model runs: ``nodes`` (names of the nodes serving it, from ml-commons' profile API),
+        ``planned`` (how many nodes its deployment asked for) and ``planned_nodes`` (their names)."""
+        names = {nid: n["name"] for nid, n in self.cluster_nodes().items()}
+        try:
+            model = self._ml("GET", f"/models/{model_id}")
+        except opensearchpy.NotFoundError:
+            return {"nodes": [], "planned": 0, "planned_nodes": []}
+        planned_ids = model.get("planning_worker_nodes") or []
+        serving: list[str] = []
+        try:
+            profile = self._ml("GET", f"/profile/models/{model_id}")
+        except (opensearchpy.TransportError, errors.E5PluginError):
+            profile = {}
+        for nid, node in (profile.get("nodes") or {}).items():
+            state = ((node.get("models") or {}).get(model_id) or {}).get("model_state")
+            if state == "DEPLOYED":
+                serving.append(names.get(nid, nid))
+        return {
+            "nodes": sorted(serving),
+            "planned": int(model.get("planning_worker_node_count") or len(planned_ids)),
+            "planned_nodes": sorted(names.get(nid, nid) for nid in planned_ids),
+        }
 
     def find_models(self, name: str | None = None) -> list[dict]:
         """Registered models (not their chunks) made by e5plugin, optionally of one name."""
@@ -325,8 +401,16 @@ class OpenSearchBackend(Backend):
                 self.delete_model(old["model_id"])
                 action = "replaced"
         timeout = _seconds((options or DeploymentOptions()).timeout)
-        if self.model_state(found_id) not in self.DEPLOYED:
-            self.deploy(found_id, timeout=timeout)
+        nodes = tuple((options or DeploymentOptions()).nodes)
+        if nodes:
+            self.check_deploy_targets(nodes)  # before anything is undeployed
+        serving = set(self.model_placement(found_id)["nodes"]) if nodes else set()
+        if nodes and serving and not serving <= set(self._node_names(nodes)):
+            # ml-commons refuses a plan that leaves out a node already serving the model: undeploy it first
+            # (the model does not answer until the new deployment is done)
+            self._undeploy_and_wait(found_id)
+        if self.model_state(found_id) not in self.DEPLOYED or (nodes and serving != set(self._node_names(nodes))):
+            self.deploy(found_id, timeout=timeout, nodes=nodes)
         # a model registered with prefixes refuses a prediction without a content type (and one without, with it)
         content_type = "passage" if plan.cluster_adds else None
         vector = self.prove_model_answers(found_id, spec.dims, timeout, content_type=content_type)
@@ -414,9 +498,22 @@ class OpenSearchBackend(Backend):
                 )
         return model_id
 
-    def deploy(self, model_id: str, timeout: float = 300.0) -> None:
-        task = self._ml("POST", f"/models/{model_id}/_deploy")
+    def deploy(self, model_id: str, timeout: float = 300.0, nodes: tuple[str, ...] | list[str] = ()) -> None:
+        """Deploy and wait; ``nodes`` (names or ids) asks ml-commons for exactly those nodes, which needs
+        ``plugins.ml_commons.allow_custom_deployment_plan`` (turned on here, as the user asked for a plan)."""
+        body = None
+        if nodes:
+            body = {"node_ids": self.check_deploy_targets(nodes)}
+            with self.errors():
+                self.client.cluster.put_settings(
+                    body={"persistent": {"plugins.ml_commons.allow_custom_deployment_plan": True}}
+                )
+        task = self._ml("POST", f"/models/{model_id}/_deploy", body)
         self._wait_task(task["task_id"], timeout, what=f"deployment of model {model_id}")
+
+    def _node_names(self, nodes: tuple[str, ...]) -> list[str]:
+        names = {nid: n["name"] for nid, n in self.cluster_nodes().items()}
+        return [names[nid] for nid in self.resolve_nodes(nodes)]
 
     def _wait_task(self, task_id: str, timeout: float, what: str) -> dict:
         deadline = time.monotonic() + timeout
@@ -440,11 +537,14 @@ class OpenSearchBackend(Backend):
         with contextlib.suppress(opensearchpy.NotFoundError):
             self._ml("POST", f"/models/{model_id}/_undeploy")
 
-    def delete_model(self, model_id: str) -> None:
+    def _undeploy_and_wait(self, model_id: str, timeout: float = 30.0) -> None:
         self.undeploy(model_id)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while self.model_state(model_id) in self.DEPLOYED and time.monotonic() < deadline:
             time.sleep(0.5)
+
+    def delete_model(self, model_id: str) -> None:
+        self._undeploy_and_wait(model_id)
         with contextlib.suppress(opensearchpy.NotFoundError):
             self._ml("DELETE", f"/models/{model_id}")
 

@@ -13,18 +13,27 @@ what is embedded, chosen by ``embed``:
     two documents per entry, one with the question embedded and one with the answer (ids ``<id>::question`` and
     ``<id>::answer``, both carrying ``faq_id``); an entry scores the better of its two vectors, and hits are
     collapsed to entries (``k`` answers are ``k`` different entries).
+``entry``
+    one document per entry, ``question + " " + answer`` embedded as one passage.
 
-Why ``both`` is two vectors and not one passage ``question + " " + answer``: measured through Elasticsearch on the
-SciFact FAQ set with all-MiniLM-L6-v2 (``benchmarks/use_cases.py``, accuracy@1 over 409 questions), the
-concatenation scored 0.861, below the question alone (0.870; the answer alone 0.694): a long answer dilutes the
-question's wording in one mean-pooled vector, and what does not fit in the model's ``max_length`` is cut off. Two
-vectors scored 0.900, above both single fields, because a user question is matched by the stored question when
-worded alike and by the answer when not. With the multilingual-e5-small approximation (512 tokens) the ranking
-differs: concatenation 0.892, two vectors 0.878, question 0.817, answer 0.704: the choice is model-dependent,
-which is why ``--embed`` is offered and measured rather than fixed. Two documents per
-entry keep everything else unchanged: the index's one vector field, the same ingest pipeline in server mode,
-``passage: `` added once per document by whoever the prefix plan names, and re-ingesting an entry overwrites both
-(stable ids). The price: twice the vectors, and ``2 * k`` hits fetched to collapse them into ``k`` entries.
+Default (``embed=None``, :func:`default_embed`): ``entry`` for models that read 512 tokens, ``both`` for shorter
+ones. Measured on the SciFact FAQ set (``benchmarks/faq_prefixes.py``, real intfloat/e5-small-v2, exact search,
+accuracy@1 over 409 questions): entry 0.922, both 0.878 (question stored as ``query: ``; 0.870 as ``passage: ``),
+question 0.848 (0.787 as ``passage: ``), answer 0.751; the multilingual-e5-small approximation (512 tokens) also
+ranks one passage first (0.892 vs 0.878); all-MiniLM-L6-v2 (256 tokens: the answer is cut off) ranks it below
+both (0.861 vs 0.900).
+
+Why ``both`` is two vectors and not one passage ``question + " " + answer`` for short models: measured through
+Elasticsearch on the SciFact FAQ set with all-MiniLM-L6-v2 (``benchmarks/use_cases.py``, accuracy@1 over 409
+questions), the concatenation scored 0.861, below the question alone (0.870; the answer alone 0.694): a long answer
+dilutes the question's wording in one mean-pooled vector, and what does not fit in the model's ``max_length`` is
+cut off. Two vectors scored 0.900, above both single fields, because a user question is matched by the stored
+question when worded alike and by the answer when not. With the multilingual-e5-small approximation (512 tokens)
+the ranking differs: concatenation 0.892, two vectors 0.878, question 0.817, answer 0.704: the choice is
+model-dependent, which is why ``--embed`` is offered and measured rather than fixed. Two documents per entry keep
+everything else unchanged: the index's one vector field, the same ingest pipeline in server mode, each prefix
+added once per document by whoever the prefix plan names, and re-ingesting an entry overwrites both (stable ids).
+The price: twice the vectors, and ``2 * k`` hits fetched to collapse them into ``k`` entries.
 
 Prefixes per part (the prefix plan's tasks ``faq-question`` and ``faq-answer``): a user's question against a stored
 question is a symmetric match, so E5 embeds the stored question as ``query: `` like the user's; the answer is what
@@ -39,7 +48,7 @@ Asking goes through :class:`~e5plugin.search.SemanticSearch` (the query prefix h
 cluster in server mode, by the embedder in client mode). The confidence is the cosine similarity recovered from
 the engine's score; below the threshold the result says there is no good answer (and still lists the best
 candidates). Threshold: the caller's, else the calibration stored in the index (``e5plugin calibrate --index``),
-else :data:`~e5plugin.tasks.calibrate.DEFAULT_THRESHOLDS` (``faq``: 0.87 for E5 models, 0.60 for others).
+else :data:`~e5plugin.tasks.calibrate.DEFAULT_THRESHOLDS` (``faq``: 0.85 for E5 models, 0.60 for others).
 """
 
 from __future__ import annotations
@@ -53,23 +62,31 @@ from ..embed import Embedder
 from ..engines.base import Backend
 from ..errors import ConfigurationError, ConflictError, MissingCapabilityError
 from ..ingest import IngestReport, SourceDoc, ingest, stable_id
+from ..models import ModelSpec
 from ..prefixes import Actor, Mode, PrefixPlan
 from ..search import IndexSetup, SemanticSearch
 from .calibrate import default_threshold
 
-EMBED_CHOICES = ("question", "answer", "both")
+EMBED_CHOICES = ("question", "answer", "both", "entry")
 META_KEY = "faq"
 QUESTION_FIELD = "question"
 ANSWER_FIELD = "answer"
+ENTRY_PART = "entry"  # embed=entry: one passage ``question + " " + answer``
 ENTRY_FIELD = "faq_id"  # the entry a document belongs to (two documents per entry with embed=both)
 PART_FIELD = "faq_part"  # which text of the entry the document's vector holds: question or answer
 
 
 def parts(embed: str) -> tuple[str, ...]:
-    """The fields embedded for one entry, one document each."""
+    """The fields embedded for one entry, one document each (``entry``: question and answer as one text)."""
     if embed not in EMBED_CHOICES:
         raise ConfigurationError(f"embed must be one of {', '.join(EMBED_CHOICES)}, not {embed!r}.")
     return (QUESTION_FIELD, ANSWER_FIELD) if embed == "both" else (embed,)
+
+
+def default_embed(spec: ModelSpec) -> str:
+    """``entry`` for models that read 512 tokens, ``both`` for shorter ones (measured, see the module docstring):
+    one passage holding question and answer wins where the answer fits, two vectors where it would be cut off."""
+    return "entry" if spec.max_length >= 512 else "both"
 
 
 def faq_documents(
@@ -96,13 +113,14 @@ def faq_documents(
             continue
         entry = src.doc_id or stable_id(src.doc, "id")  # as `ingest` identifies records: id, else content
         for part in fields:
-            doc = {**src.doc, ENTRY_FIELD: entry, PART_FIELD: part, text_field: src.doc[part]}
+            text = f"{question} {answer}" if part == ENTRY_PART else src.doc[part]
+            doc = {**src.doc, ENTRY_FIELD: entry, PART_FIELD: part, text_field: text}
             yield SourceDoc(src.line, doc, doc_id=entry if len(fields) == 1 else f"{entry}::{part}")
 
 
 #: the prefix-plan task of each embedded part (e5plugin.prefixes.TASK_SIDES): a user's question is matched against
 #: a stored question symmetrically (both as queries) and against an answer asymmetrically (query -> passage)
-PART_TASKS = {QUESTION_FIELD: "faq-question", ANSWER_FIELD: "faq-answer"}
+PART_TASKS = {QUESTION_FIELD: "faq-question", ANSWER_FIELD: "faq-answer", ENTRY_PART: "faq-entry"}
 #: bulk ``pipeline`` value that skips the index's default pipeline (which would embed the text as a passage)
 NO_PIPELINE = "_none"
 
@@ -152,7 +170,7 @@ def index_faq(
     index: str,
     records: Iterable[SourceDoc | dict],
     *,
-    embed: str = "both",
+    embed: str | None = None,
     embedder: Embedder | None = None,
     source_name: str = "faq",
     batch_size: int = 256,
@@ -161,9 +179,11 @@ def index_faq(
     """Index FAQ entries into ``index`` (made by ``deploy``) and record the ``embed`` choice in its ``_meta``.
     The report counts documents: ``len(parts(embed))`` per entry.
 
-    An index holds one ``embed`` choice: adding entries with another one to a non-empty FAQ index is refused."""
-    parts(embed)
+    An index holds one ``embed`` choice: adding entries with another one to a non-empty FAQ index is refused.
+    ``embed=None``: the choice already recorded in the index, else :func:`default_embed` for its model."""
     setup = _setup(backend, index)
+    embed = embed or (backend.index_meta(index).get(META_KEY) or {}).get("embed") or default_embed(setup.spec)
+    parts(embed)
     if setup.text_field in (QUESTION_FIELD, ANSWER_FIELD) and setup.text_field != embed:
         raise ConfigurationError(
             f"Index {index!r} embeds its field {setup.text_field!r}; FAQ entries keep question and answer as "

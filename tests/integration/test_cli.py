@@ -176,3 +176,22 @@ def test_opensearch_server_deploy_ingest_search_doctor(opensearch, os_backend, t
     report = json.loads(doctor.output)
     entry = next(i for i in report["indices"] if i["index"] == "cli-os")
     assert entry["weights_sha256"] and entry["model_state"] == "DEPLOYED" and entry["documents"] == 2
+
+
+@pytest.mark.elasticsearch
+def test_every_command_that_takes_a_model_takes_the_prefix_choice(elasticsearch, tmp_path):
+    """A plain checkout of an unknown model with no prompts, in a folder named like E5: refused by `index create`
+    and `faq index` until the user says what the prefixes are (the options every model command has)."""
+    from tiny_models import build_tiny_bert
+
+    model = build_tiny_bert(tmp_path / "e5-small-v2", prompts={}, seed=11)
+    refused = run(elasticsearch.url, "index", "create", "-m", str(model), "-i", "cli-no-prompts", "--dry-run")
+    assert refused.exit_code == 13 and "--no-prefixes" in refused.output, refused.output
+    chosen = run(
+        elasticsearch.url, "index", "create", "-m", str(model), "-i", "cli-no-prompts", "--dry-run", "--no-prefixes"
+    )
+    assert chosen.exit_code == 0, chosen.output
+    faq = tmp_path / "faq.jsonl"
+    faq.write_text('{"question": "q", "answer": "a"}\n')
+    refused = run(elasticsearch.url, "faq", "index", str(faq), "-i", "cli-no-prompts-faq", "-m", str(model))
+    assert refused.exit_code == 13, refused.output

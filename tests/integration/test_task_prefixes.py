@@ -102,3 +102,24 @@ def test_model_without_prefixes_stores_questions_unprefixed(es_backend, tiny_ber
         assert _cos(stored, Embedder(spec).encode([ENTRIES[0]["question"]])[0]) > 0.999
     finally:
         es_backend.delete_index(index)
+
+
+@pytest.mark.elasticsearch
+def test_entry_is_one_passage_of_question_and_answer(es_backend, tiny_e5_bert):
+    spec = resolve_model(str(tiny_e5_bert))
+    index = "t-task-prefix-faq-entry"
+    es_backend.delete_index(index)
+    try:
+        result = deploy(es_backend, spec, DeployRequest(index=index, mode=Mode.CLIENT, replicas=0))
+        embedder = Embedder(spec, plan=result.setup.plan)
+        assert index_faq(es_backend, index, ENTRIES, embed="entry", embedder=embedder).ok
+        assert es_backend.index_meta(index)["faq"]["embedded_as"] == {"entry": "passage"}
+        stored = es_backend.get_document(index, "pw")
+        text = f"{ENTRIES[0]['question']} {ENTRIES[0]['answer']}"
+        assert stored["text"] == text
+        assert _cos(stored["embedding"], Embedder(spec).encode(["passage: " + text])[0]) > 0.999
+        answer = FaqSearch.for_index(index, backend=es_backend, embedder=embedder).ask("reset my password", k=3)
+        assert {c["id"] for c in answer.candidates} == {"pw", "login", "fox"}  # one document per entry
+        assert {c["matched"] for c in answer.candidates} == {"entry"}
+    finally:
+        es_backend.delete_index(index)

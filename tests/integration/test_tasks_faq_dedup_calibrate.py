@@ -309,7 +309,10 @@ def test_opensearch_server_mode_faq_calibrate_dedup(os_backend, tiny_e5_bert):
 
     local = Embedder(spec)  # oracle: plain encode with the prefixes written out
     docs = [(e["id"], f, e[f]) for e in entries for f in ("question", "answer")]
-    passages = local.encode([f"passage: {text}" for _, _, text in docs])
+    # E5's guidance: a user question against a stored question is symmetric (query: on both sides), against an
+    # answer asymmetric (passage: on the stored side)
+    forms = {"question": "query: ", "answer": "passage: "}
+    passages = local.encode([f"{forms[field]}{text}" for _, field, text in docs])
     faq = FaqSearch.for_index(index, backend=backend)
     for question in list(QUESTIONS)[:4]:
         q = local.encode([f"query: {question}"])[0]

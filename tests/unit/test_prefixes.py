@@ -98,3 +98,14 @@ def test_models_without_prefixes_store_questions_like_passages():
         assert not plan_prefixes(spec, Mode.SERVER, True).stored_as_query("faq-question")
     # the instruct model's query form differs from its (empty) passage form: questions are stored as queries
     assert plan_prefixes(INSTRUCT, Mode.CLIENT, False).stored_as_query("faq-question")
+
+
+def test_faq_default_embed_follows_the_model_length():
+    """One passage per entry for 512-token models (E5), two vectors for shorter ones (measured defaults)."""
+    from e5plugin.tasks.faq import default_embed, parts
+
+    assert default_embed(E5) == "entry" and parts("entry") == ("entry",)
+    assert default_embed(KNOWN_MODELS["sentence-transformers/all-MiniLM-L6-v2"]) == "both"
+    from e5plugin.prefixes import Side, task_sides
+
+    assert task_sides("faq-entry") == (Side.QUERY, Side.PASSAGE)
