@@ -13,6 +13,8 @@ from click.testing import CliRunner
 
 pytest.importorskip("pyspark")
 
+from tiny_models import WORDS  # the tiny models' vocabulary: texts tokenize into real ids
+
 from e5plugin import spark as e5spark
 from e5plugin.cli import cli
 from e5plugin.deploy import DeployRequest, deploy
@@ -23,22 +25,6 @@ from e5plugin.prefixes import Mode
 from e5plugin.search import IndexSetup, locate_model
 
 pytestmark = [pytest.mark.elasticsearch, pytest.mark.spark]
-WORDS = [
-    "search",
-    "engine",
-    "vector",
-    "model",
-    "text",
-    "document",
-    "answer",
-    "question",
-    "index",
-    "cluster",
-    "node",
-    "password",
-    "reset",
-    "account",
-]
 
 
 @pytest.fixture(scope="module")
