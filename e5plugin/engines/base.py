@@ -123,6 +123,16 @@ class Backend(ABC):
     @abstractmethod
     def _map_error(self, exc: Exception) -> E5PluginError | None: ...
 
+    @staticmethod
+    def _expect_dims(model_id: str, vector: list[float], dims: int) -> list[float]:
+        """The readiness prediction's vector, refused when its size is not the one the deploy describes."""
+        if len(vector) != dims:
+            raise DimensionMismatchError(
+                f"Model {model_id!r} answers with {len(vector)}-dim vectors where {dims} were expected; it is not "
+                "the model this deploy describes (choose another --model-id, or --replace it)."
+            )
+        return vector
+
     def _scrub(self, text: str) -> str:
         for secret in self.config.secrets():
             text = text.replace(secret, "****")

@@ -303,12 +303,7 @@ class ElasticsearchBackend(Backend):
                         "--deploy-timeout waits longer)."
                     ) from exc
             time.sleep(1.0)
-        if len(vector) != dims:
-            raise errors.DimensionMismatchError(
-                f"Model {model_id!r} answers with {len(vector)}-dim vectors where {dims} were expected; it is not "
-                "the model this deploy describes (choose another --model-id, or --replace it)."
-            )
-        return vector
+        return self._expect_dims(model_id, vector, dims)
 
     def index_body(self, spec: ModelSpec, *, normalized: bool | None = None, **kwargs: Any) -> dict:
         """The index for ``spec``; ``dot_product`` only where the deployed model's vectors are unit length (an

@@ -447,12 +447,7 @@ class OpenSearchBackend(Backend):
                     self.deploy(model_id, timeout=max(deadline - time.monotonic(), 1.0))
                 continue
             time.sleep(1.0)
-        if len(vector) != dims:
-            raise errors.DimensionMismatchError(
-                f"Model {model_id!r} answers with {len(vector)}-dim vectors where {dims} were expected; it is not "
-                "the model this deploy describes (choose another --model-id, or --replace it)."
-            )
-        return vector
+        return self._expect_dims(model_id, vector, dims)
 
     def model_ids(self, name: str) -> list[str]:
         return [m["model_id"] for m in self.find_models(name)]
