@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from vectors import cosine as _cos
 
 from e5plugin.deploy import DeployRequest, deploy
 from e5plugin.embed import Embedder
@@ -40,11 +41,6 @@ QUERY = "Where is the spare key to the lighthouse lantern room kept?"
 @pytest.fixture(params=["elasticsearch", "opensearch"])
 def backend(request):
     return request.getfixturevalue("es_backend" if request.param == "elasticsearch" else "os_backend")
-
-
-def _cos(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def test_a_fact_in_the_tail_of_a_long_document_is_found(backend, minilm):
@@ -174,6 +170,7 @@ def _pipeline_install_restores(backend, url: str, index: str, pipeline: str) -> 
 @pytest.mark.elasticsearch
 def test_cli_chunks_deploy_ingest_search(elasticsearch, es_backend, minilm, tmp_path):
     from e5plugin.cli import cli
+
     es_backend.delete_index("cli-long")
     runner = CliRunner()
     base = ["--url", elasticsearch.url]

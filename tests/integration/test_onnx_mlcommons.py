@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import zipfile
 
-import numpy as np
 import pytest
+from vectors import cosine as _cos
 
 from e5plugin.deploy import DeployRequest, deploy
 from e5plugin.embed import Embedder
@@ -32,11 +32,6 @@ DOCS = [
     {"id": "3", "text": "semantic search with a vector embedding model"},
     {"id": "long", "text": " ".join(["semantic search with a vector embedding model"] * 80)},  # > 128 tokens
 ]
-
-
-def _cos(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @pytest.fixture(scope="module")

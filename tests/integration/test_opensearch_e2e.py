@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from vectors import cosine as _cos
 
 from e5plugin.deploy import DeployRequest, deploy
 from e5plugin.embed import Embedder
@@ -24,11 +25,6 @@ DOCS = [
     {"id": "5", "text": "help with a login error", "lang": "en"},
     {"id": "6", "text": "duplicate document in the index", "lang": "en"},
 ]
-
-
-def _cos(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from vectors import cosine as _cos
 
 from e5plugin.deploy import DeployRequest, deploy
 from e5plugin.embed import Embedder
@@ -30,11 +31,6 @@ DOCS = [
     {"id": "protein", "text": "As a general guideline, women ages 19 to 70 need 46 grams of protein per day."},
 ]
 QUERY = "I forgot my password"
-
-
-def _cos(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 @pytest.fixture(scope="module")

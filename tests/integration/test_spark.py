@@ -14,6 +14,7 @@ from click.testing import CliRunner
 pytest.importorskip("pyspark")
 
 from tiny_models import WORDS  # the tiny models' vocabulary: texts tokenize into real ids
+from vectors import cosine as _cos
 
 from e5plugin import spark as e5spark
 from e5plugin.cli import cli
@@ -57,10 +58,6 @@ def _local_embedder(setup: IndexSetup) -> Embedder:
 
 def _vectors(backend, index: str) -> dict[str, np.ndarray]:
     return {doc_id: np.asarray(v, dtype=np.float32) for doc_id, v in backend.scan_vectors(index, "embedding")}
-
-
-def _cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def _frame(spark, records: list[dict], partitions: int = 4):

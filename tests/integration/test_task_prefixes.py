@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pytest
+from vectors import cosine as _cos
 
 from e5plugin.deploy import DeployRequest, deploy
 from e5plugin.embed import Embedder
@@ -20,11 +20,6 @@ ENTRIES = [
     {"id": "login", "question": "login error help", "answer": "check the account name and the language"},
     {"id": "fox", "question": "the quick brown fox", "answer": "a fox jumps over the lazy dog"},
 ]
-
-
-def _cos(a, b) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
 def _check_vectors(backend, index: str, spec) -> None:
