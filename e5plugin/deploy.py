@@ -288,3 +288,28 @@ def pipeline_body(
             model_id, plan, text_field=text_field, passages_field=passages_field, vector_field=vector_field
         )
     return backend.bodies.pipeline_body(model_id, plan, text_field=text_field, vector_field=vector_field)
+
+
+def delete_model(backend: Backend, model: str, *, force: bool = False) -> tuple[list[str], list[str]]:
+    """Undeploy and delete the model called ``model`` (the ``--model-id`` it was deployed as, or the cluster's id).
+    Returns (the ids deleted, the ingest pipelines that reference it and that no index uses: left in place, named
+    so the user can remove them). Nothing by that name: ``([], [])``. Refused with :class:`ConflictError` while an
+    index uses it through its default or final pipeline (it would store documents without vectors and its searches
+    would fail), unless ``force``."""
+    backend.require_ml()
+    model_ids = [i for i in backend.model_ids(model) or [model] if backend.model_state(i) != "absent"]
+    if not model_ids:
+        return [], []
+    users = backend.model_users(model_ids)
+    in_use = {pipeline: indices for pipeline, indices in users.items() if indices}
+    if in_use and not force:
+        described = "; ".join(
+            f"{', '.join(indices)} (through pipeline {pipeline!r})" for pipeline, indices in sorted(in_use.items())
+        )
+        raise ConflictError(
+            f"The model {model!r} is still used by {described}. Deploy those indices with another model (or delete "
+            "them) first, or pass --force to delete it anyway (their ingest and search then fail)."
+        )
+    for model_id in model_ids:
+        backend.delete_model(model_id)
+    return model_ids, sorted(p for p, indices in users.items() if not indices)

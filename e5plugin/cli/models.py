@@ -78,14 +78,24 @@ def model_status(state: State, model_id):
 @model.command("delete")
 @click.argument("model_id")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Delete it even while an ingest pipeline (an index) uses it.")
 @click.pass_obj
-def model_delete(state: State, model_id, yes):
-    """Undeploy and delete a model. Example: e5plugin model delete e5plugin-e5-small-v2 --yes"""
+def model_delete(state: State, model_id, yes, force):
+    """Undeploy and delete a model (by the --model-id it was deployed as, or its cluster id). Refused while an index
+    uses it, unless --force; deleting a model that is not there does nothing.
+
+    Example: e5plugin model delete e5plugin-e5-small-v2 --yes"""
+    from ..deploy import delete_model
+
     if not yes:
         click.confirm(f"Delete model {model_id}?", abort=True)
-    state.backend.require_ml()
-    state.backend.delete_model(model_id)
-    click.echo(f"deleted {model_id}")
+    deleted, leftover = delete_model(state.backend, model_id, force=force)
+    if not deleted:
+        click.echo(f"no model {model_id!r} in the cluster: nothing to delete")
+        return
+    click.echo(f"deleted {model_id}" + (f" ({', '.join(deleted)})" if deleted != [model_id] else ""))
+    if leftover:
+        click.echo(f"ingest pipelines that referenced it, used by no index, left in place: {', '.join(leftover)}")
 
 
 @model.command("pull")
