@@ -158,3 +158,25 @@ def rrf_search_body(
     if source is not None:
         body["_source"] = source
     return body
+
+
+#: exact kNN scored like the ``cosine`` similarity of a kNN search, (1 + cos) / 2; the field is a parameter
+EXACT_SCORE_SCRIPT = "(cosineSimilarity(params.query_vector, params.field) + 1.0) / 2.0"
+
+
+def exact_search_body(
+    *,
+    vector_field: str,
+    vector: list[float],
+    k: int,
+    filters: list[dict] | None = None,
+    source: list[str] | bool | None = None,
+) -> dict:
+    """Brute-force search (a ``script_score`` over every document that passes ``filters``); the vector field
+    travels in the script's params, never in its source (needs the ``lang-painless`` module)."""
+    script = {"source": EXACT_SCORE_SCRIPT, "params": {"query_vector": list(vector), "field": vector_field}}
+    body: dict = {"query": {"script_score": {"query": {"bool": {"filter": filters or []}}, "script": script}}}
+    body["size"] = k
+    if source is not None:
+        body["_source"] = source
+    return body

@@ -128,17 +128,9 @@ class ElasticsearchBackend(Backend):
         exact: bool = False,
     ) -> dict:
         if exact and vector is not None:
-            script = f"(cosineSimilarity(params.query_vector, '{vector_field}') + 1.0) / 2.0"
-            query = {"bool": {"filter": filters or []}}
-            body: dict = {
-                "query": {
-                    "script_score": {"query": query, "script": {"source": script, "params": {"query_vector": vector}}}
-                },
-                "size": k,
-            }
-            if source is not None:
-                body["_source"] = source
-            return body
+            return bodies.exact_search_body(
+                vector_field=vector_field, vector=vector, k=k, filters=filters, source=source
+            )
         clause = bodies.knn_clause(
             vector_field=vector_field,
             k=k,

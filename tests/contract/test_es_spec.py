@@ -391,6 +391,19 @@ def test_search_knn_valid(es_spec: Spec) -> None:
     assert_valid(es_spec, "search", None, path={"index": ["a", "b"]}, query={"size": 3, "_source_excludes": "x,y"})
 
 
+def test_exact_search_body_is_valid_and_keeps_the_field_out_of_the_script(es_spec: Spec) -> None:
+    """The product's exact (script_score) body: valid per the spec; a field name, however odd, is a parameter."""
+    from e5plugin.bodies.elasticsearch import EXACT_SCORE_SCRIPT, exact_search_body
+
+    odd = "emb') + 1000.0 + ('x"
+    body = exact_search_body(
+        vector_field=odd, vector=[0.1, -0.2], k=3, filters=[{"term": {"lang": "de"}}], source=["text"]
+    )
+    assert_valid(es_spec, "search", body, path={"index": "docs"})
+    script = body["query"]["script_score"]["script"]
+    assert script["source"] == EXACT_SCORE_SCRIPT and script["params"]["field"] == odd and odd not in script["source"]
+
+
 def test_search_rrf_retriever_valid(es_spec: Spec) -> None:
     assert_valid(es_spec, "search", HYBRID, path={"index": "docs"})
 
