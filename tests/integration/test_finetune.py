@@ -92,6 +92,7 @@ def test_new_version_behind_the_alias_without_downtime(backend, tiny_e5_bert, tu
 @pytest.mark.elasticsearch
 def test_cli_finetune_and_deploy(elasticsearch, es_backend, tiny_e5_bert, tmp_path):
     from e5plugin.cli import cli
+
     for name in es_backend.alias_indices("cli-ft") + es_backend.list_indices("cli-ft-v*"):
         es_backend.delete_index(name)
     pairs = tmp_path / "pairs.jsonl"
