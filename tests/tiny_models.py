@@ -260,3 +260,15 @@ def build_tiny_albert(directory: Path, *, hidden: int = 32) -> Path:
     AlbertModel(config).eval().save_pretrained(directory, safe_serialization=True)
     _sentence_transformers_files(directory, 100, None, False)
     return directory
+
+
+def build_albert_checkout(directory: Path, *, hidden: int = 768) -> Path:
+    """A tiny random ALBERT laid out like a local checkout of sentence-transformers/paraphrase-albert-small-v2:
+    max_seq_length 100, mean pooling, no Normalize module, and no prompts (its config_sentence_transformers.json
+    holds only the versions it was saved with). e5plugin cannot tell from such a directory which prefixes it
+    needs, so it is refused without ``--no-prefixes`` unless a ``model pull`` manifest names the hub id."""
+    build_tiny_albert(directory, hidden=hidden)
+    versions = {"sentence_transformers": "2.0.0", "transformers": "4.7.0", "pytorch": "1.9.0+cu102"}
+    (directory / "config_sentence_transformers.json").write_text(json.dumps({"__version__": versions}))
+    (directory / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 100, "do_lower_case": False}))
+    return directory

@@ -230,6 +230,7 @@ class ElasticsearchBackend(Backend):
     ) -> DeployedModel:
         """Import through eland and start the deployment. Same source: reused. Other source: refused unless
         ``replace``."""
+        eland_import.check_supported(spec)  # before any request: a model eland cannot import changes nothing
         if options is not None and (options.model_format or "torchscript").lower() != "torchscript":
             raise errors.ConfigurationError(
                 f"--model-format {options.model_format} is an OpenSearch ml-commons choice; Elasticsearch imports "
@@ -314,6 +315,7 @@ class ElasticsearchBackend(Backend):
     ) -> list:
         from ..bodies import PlannedRequest
 
+        eland_import.check_supported(spec)  # --dry-run refuses what the real run would refuse
         config: dict = {
             "description": eland_import.description(spec),
             "model_type": "pytorch",

@@ -6,6 +6,7 @@ E5 ids), the prefixes (from the prefix plan) and records provenance in the model
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,46 @@ def check_eland_matches(cluster_major: int) -> None:
             f"eland {eland.__version__} cannot import into an Elasticsearch {cluster_major}.x cluster: install the "
             f"matching major version, pip install 'eland[pytorch]>={cluster_major},<{cluster_major + 1}'."
         )
+
+
+def tokenizer_class_name(spec: ModelSpec) -> str | None:
+    """The (slow) tokenizer class eland would load for ``spec`` (``AutoTokenizer(use_fast=False)``), from the
+    checkpoint's ``tokenizer_config.json``, else its model type; ``None`` when the files do not say."""
+    tokenizer_config = {}
+    if spec.local_path:
+        path = Path(spec.local_path) / "tokenizer_config.json"
+        tokenizer_config = json.loads(path.read_text()) if path.is_file() else {}
+    name = tokenizer_config.get("tokenizer_class")
+    if not name:
+        try:
+            from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES
+        except ImportError:  # pragma: no cover - transformers comes with eland
+            return None
+        slow, fast = TOKENIZER_MAPPING_NAMES.get(spec.model_type) or (None, None)
+        name = slow or fast
+    return name.removesuffix("Fast") if name else None
+
+
+def check_supported(spec: ModelSpec) -> None:
+    """Refuse, before any request to the cluster (and any download), a model whose tokenizer eland cannot import
+    (ALBERT's SentencePiece tokenizer, e.g. paraphrase-albert-small-v2): the same test eland makes when tracing
+    (an instance of one of its SUPPORTED_TOKENIZERS), decided from the checkpoint's files. When they do not tell,
+    eland decides while tracing (:func:`trace`)."""
+    try:
+        from eland.ml.pytorch.transformers import SUPPORTED_TOKENIZERS
+        from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+    except ImportError:  # check_eland_matches says what to install
+        return
+    name = tokenizer_class_name(spec)
+    found = tokenizer_class_from_name(name) if name else None
+    if found is None or issubclass(found, SUPPORTED_TOKENIZERS):
+        return
+    kind = spec.model_type.upper() if spec.model_type else "this model type"
+    raise UnsupportedModelError(
+        f"Elasticsearch cannot run {spec.model_id} in the cluster: eland, which imports models into Elasticsearch, "
+        f"has no tokenizer for {kind} ({name}). Use client-side mode (--mode client), which embeds locally with "
+        "sentence-transformers and works with any model."
+    )
 
 
 def trace(spec: ModelSpec, plan: PrefixPlan, es_version: tuple[int, int, int], work_dir: Path) -> TracedModel:
