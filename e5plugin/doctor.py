@@ -52,6 +52,7 @@ def diagnose(backend: Backend) -> Report:
     if not caps.ml:
         report.problems.append(Problem(caps.ml_reason, "Client-side mode works on this cluster: --mode client."))
     states: dict[str, str] = {}
+    names: dict[str, str] = {}  # model id -> its name in the cluster (what deploy's --model-id names)
     for name, meta in sorted(e5plugin_indices(backend).items()):
         try:
             documents = backend.count(name)
@@ -92,11 +93,15 @@ def diagnose(backend: Backend) -> Report:
         state = states[model_id]
         entry["model_state"] = state
         if state not in HEALTHY_MODEL_STATES:
+            if caps.ml and not names:
+                names.update({m.model_id: m.provenance.get("name") or m.model_id for m in backend.list_models()})
+            # without --model-id, deploy would register the model again under its default name
+            model_name = f" --model-id {names[model_id]}" if model_id in names else ""
             report.problems.append(
                 Problem(
                     f"Model {model_id!r} used by index {name!r} is {state}: ingest and search on it fail.",
                     f"Run: e5plugin deploy --index {name} --model {meta.get('model', {}).get('model_id')} "
-                    "--mode server (it redeploys the same model, nothing else changes)",
+                    f"--mode server{model_name} (it redeploys the same model, nothing else changes)",
                 )
             )
         if meta.get("pipeline") and backend.get_pipeline(meta["pipeline"]) is None:

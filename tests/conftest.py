@@ -3,6 +3,7 @@
 E5PLUGIN_TEST_OPENSEARCH_URL      use this OpenSearch instead of starting one
 E5PLUGIN_TEST_ELASTICSEARCH_URL   use this Elasticsearch instead of starting one
 E5PLUGIN_TEST_OPENSEARCH_CLUSTER  work directory of a running `dev-cluster up --nodes 3` cluster for multinode tests
+E5PLUGIN_TEST_ELASTICSEARCH_CLUSTER  the same for a running `dev-cluster up --engine elasticsearch --nodes 3` cluster
 E5PLUGIN_CACHE                    where node distributions are assembled (default ~/.cache/e5plugin)
 
 ONNX exports and int8 quality verdicts go to a per-session folder: a verdict recorded on this machine by a benchmark
@@ -141,8 +142,49 @@ def opensearch_cluster():
 
 
 @pytest.fixture(scope="session")
+def elasticsearch_cluster():
+    """Three Elasticsearch nodes started once (``multinode`` tests), default roles (each master-eligible and a data
+    node; the integ-test distribution has no ML: client mode), 512m heap each. Tests may kill and restart members;
+    each leaves all three running."""
+    # 600 s: started after the OpenSearch cluster (still running), one member took over 300 s on a loaded 2-core host
+    yield from _cluster_fixture("elasticsearch", "test-es-cluster", "E5PLUGIN_TEST_ELASTICSEARCH_CLUSTER", timeout=600)
+
+
+def _cluster_fixture(engine: str, name: str, env_var: str, timeout: float = 300.0):
+    from e5plugin.devcluster.cluster import Cluster as NodeCluster
+    from e5plugin.devcluster.cluster import start_cluster
+
+    if os.environ.get(env_var):  # the work directory of a running e5plugin cluster
+        existing = NodeCluster.load_state(Path(os.environ[env_var]))
+        if existing is None or not existing.is_running():
+            pytest.fail(f"{env_var} names no running cluster")
+        yield existing
+        return
+    for workdir in (default_cache_dir() / "nodes").glob(f"{name}-*"):  # left by a session that died
+        stale = NodeCluster.load_state(workdir)
+        if stale is None or not stale.is_running():
+            shutil.rmtree(workdir, ignore_errors=True)
+    cluster = start_cluster(
+        engine, count=3, name=f"{name}-{os.getpid()}", heap="512m", fresh=True, progress=_progress, timeout=timeout
+    )
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
 def os_backend(opensearch: Cluster):
     return connect(opensearch.config(), engine="auto")
+
+
+@pytest.fixture(scope="module")
+def ml_ready(os_backend):
+    """The OpenSearch node's backend with the one-node ml-commons settings applied (ML on a data node, no memory
+    circuit-breaker surprises): for tests that deploy a model into the cluster."""
+    os_backend.apply_one_node_ml_settings()
+    return os_backend
 
 
 @pytest.fixture(scope="session")

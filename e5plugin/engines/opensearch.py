@@ -459,6 +459,7 @@ class OpenSearchBackend(Backend):
         client.transport = copy.copy(self.client.transport)
         client.transport.retry_on_timeout = False
         kwargs["request_timeout"] = timeout
+        client.bulk = _resent_when_a_node_left(client.bulk)  # type: ignore[method-assign]
         return client
 
     def _register(self, package: mlcommons.MlCommonsPackage, name: str, spec: ModelSpec) -> str:
@@ -561,6 +562,37 @@ class OpenSearchBackend(Backend):
             body["parameters"] = {"content_type": content_type}
         response = self._ml("POST", f"/_predict/text_embedding/{model_id}", body)
         return [r["output"][0]["data"] for r in response["inference_results"]]
+
+
+#: A bulk request that failed as a whole because a node left while it handled it: OpenSearch forwards a bulk that
+#: goes through an ingest pipeline from a node without the ingest role (a dedicated ML or cluster-manager node) to
+#: an ingest node and does not retry when that node dies (HTTP 500, no per-document result).
+NODE_LEFT_ERRORS = frozenset(
+    {
+        "node_disconnected_exception",
+        "node_not_connected_exception",
+        "node_closed_exception",
+        "connect_transport_exception",
+    }
+)
+NODE_LEFT_RESENDS = 5  # after 1, 2, 4, 8, 16 s: the cluster has dropped the dead node by then
+
+
+def _resent_when_a_node_left(bulk: Any) -> Any:
+    """``bulk``, sending the same request again when it failed because a node left (:data:`NODE_LEFT_ERRORS`):
+    every document carries its id, so what the first attempt stored is overwritten, never duplicated."""
+
+    def send(*args: Any, **kwargs: Any) -> Any:
+        for attempt in range(NODE_LEFT_RESENDS + 1):
+            try:
+                return bulk(*args, **kwargs)
+            except opensearchpy.TransportError as exc:
+                if attempt == NODE_LEFT_RESENDS or str(exc.error) not in NODE_LEFT_ERRORS:
+                    raise
+                time.sleep(2**attempt)
+        raise AssertionError("unreachable")
+
+    return send
 
 
 def _seconds(duration: str) -> float:

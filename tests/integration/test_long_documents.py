@@ -99,12 +99,6 @@ def test_a_fact_in_the_tail_of_a_long_document_is_found(backend, minilm):
     assert hybrid[0].id == "minutes" and hybrid[0].passage is not None
 
 
-@pytest.fixture(scope="module")
-def ml_ready(os_backend):
-    os_backend.apply_one_node_ml_settings()
-    return os_backend
-
-
 @pytest.mark.opensearch
 @pytest.mark.parametrize("cluster_prefixes", [True, False], ids=["prefixes-in-model-config", "prefixes-in-pipeline"])
 def test_server_mode_embeds_every_passage_in_the_cluster(opensearch, ml_ready, tiny_e5_bert, cluster_prefixes):

@@ -92,12 +92,6 @@ def test_cross_lingual_search_with_language_filters(es_backend, multilingual_e5_
         assert (scored.accuracy, scored.f1) == (1.0, 1.0)
 
 
-@pytest.fixture(scope="module")
-def ml_ready(os_backend):
-    os_backend.apply_one_node_ml_settings()
-    return os_backend
-
-
 @pytest.fixture
 def _remove_server_model(ml_ready) -> Iterator[None]:
     """The index and the 118M-parameter model leave the node afterwards (about 470 MB of its native memory)."""

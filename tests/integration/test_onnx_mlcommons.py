@@ -34,12 +34,6 @@ DOCS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ml_ready(os_backend):
-    os_backend.apply_one_node_ml_settings()
-    return os_backend
-
-
 @pytest.fixture
 def cleanup(ml_ready):
     """Indices and ml-commons models this test made (undeployed and deleted: node memory is shared)."""

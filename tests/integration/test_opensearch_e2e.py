@@ -27,12 +27,6 @@ DOCS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ml_ready(os_backend):
-    os_backend.apply_one_node_ml_settings()
-    return os_backend
-
-
 def test_capabilities(os_backend):
     caps = os_backend.capabilities
     assert caps.ml and caps.cluster_prefixes and caps.native_hybrid and caps.ingest_scripts
