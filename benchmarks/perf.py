@@ -92,27 +92,43 @@ def cached_vectors(embedder, texts: list[str], kind: str):
     encode = embedder.encode_passages if kind == "passage" else embedder.encode_queries
     vectors = encode(texts)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
+    staged = path.with_name(f".{path.stem}.{os.getpid()}.npy")
+    np.save(staged, vectors)
+    staged.replace(path)  # complete or absent: an interrupted run never leaves a torn cache file
     return vectors
 
 
-def cached_encode(embedder, texts: list[str], batch_size: int = 32):
-    """``embedder.encode(texts)`` (texts exactly as given: prefixes already in them), cached on disk by model
-    weights, embedding backend and the texts themselves, so several benchmarks (and prefix variants) embed SciFact
-    once. ONNX fp32 gives the vectors of torch (cosine 1.0000), faster: the label keeps them apart anyway."""
+def _vector_cache_path(embedder, texts: list[str]) -> Path:
     import hashlib
-
-    import numpy as np
 
     from e5plugin.devcluster import default_cache_dir
 
     key = hashlib.sha256(
         "\0".join([embedder.spec.weights_sha256 or embedder.spec.model_id, embedder.label, *texts]).encode()
     ).hexdigest()[:16]
-    path = default_cache_dir() / "bench-vectors" / f"{embedder.spec.short_name}-{embedder.label}-{key}.npy"
+    return default_cache_dir() / "bench-vectors" / f"{embedder.spec.short_name}-{embedder.label}-{key}.npy"
+
+
+def cached_encode(embedder, texts: list[str], batch_size: int = 32, chunk: int = 0):
+    """``embedder.encode(texts)`` (texts exactly as given: prefixes already in them), cached on disk by model
+    weights, embedding backend and the texts themselves, so several benchmarks (and prefix variants) embed SciFact
+    once. ONNX fp32 gives the vectors of torch (cosine 1.0000), faster: the label keeps them apart anyway.
+
+    ``chunk``: embed (and cache) ``chunk`` texts at a time, so an interrupted run resumes where it stopped; the
+    whole result is cached under the same key as without chunks."""
+    import numpy as np
+
+    path = _vector_cache_path(embedder, texts)
     if path.is_file():
         return np.load(path)
-    vectors = embedder.encode(texts, batch_size=batch_size)
+    if chunk and len(texts) > chunk:
+        vectors = np.concatenate(
+            [cached_encode(embedder, texts[i : i + chunk], batch_size) for i in range(0, len(texts), chunk)]
+        )
+    else:
+        vectors = embedder.encode(texts, batch_size=batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, vectors)
+    staged = path.with_name(f".{path.stem}.{os.getpid()}.npy")
+    np.save(staged, vectors)
+    staged.replace(path)  # complete or absent: an interrupted run never leaves a torn cache file
     return vectors

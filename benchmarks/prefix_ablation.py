@@ -9,6 +9,13 @@ Client-side embedding (``Embedder.encode`` of the texts exactly as each variant 
 variant re-scored on the same subset, so every row of the table compares like with like. Vectors are cached
 (``perf.cached_encode``), so ``scifact_quality.py`` reuses the correct ones.
 
+``--limit-docs 0`` scores every variant on the full corpus (``results/prefix-ablation-full-e5-small-v2.json``,
+written after each variant): each passage-prefix variant embeds 5,183 abstracts, cached 256 at a time, so a stopped
+run resumes where it was (query-only re-uses none's passages, passage-only the correct ones)::
+
+    PYTHONPATH=. .venv/bin/python benchmarks/prefix_ablation.py --limit-docs 0 \
+        --variants correct,none,query-only,passage-only,doubled,swapped
+
 variants  correct  ``query: `` + query, ``passage: `` + document
           none     no prefix on either side (a deployment that lost its prefixes)
           doubled  ``query: query: `` / ``passage: passage: `` (two actors both adding it)
@@ -33,6 +40,7 @@ from e5plugin.quality import exact_top_k, limit_corpus, ndcg_at_k
 
 DEFAULT_MODEL = Path.home() / ".cache" / "e5plugin" / "models" / "e5-small-v2-tool"
 Q, P = "query: ", "passage: "
+CHUNK = 256  # passages embedded (and cached) at a time: an interrupted full-corpus run resumes
 VARIANTS = {  # name -> (query prefix, passage prefix)
     "correct": (Q, P),
     "none": ("", ""),
@@ -56,7 +64,7 @@ def ndcg(
     if known is not None and pp == P:
         docs = np.stack([known[d["id"]] for d in corpus])
     else:
-        docs = cached_encode(embedder, [pp + d["text"] for d in corpus])
+        docs = cached_encode(embedder, [pp + d["text"] for d in corpus], chunk=CHUNK)
     qids = list(queries)
     qvecs = cached_encode(embedder, [qp + queries[q] for q in qids])
     top = exact_top_k(qvecs, docs, k=10)
@@ -70,7 +78,10 @@ def main() -> None:
     parser.add_argument("--backend", default="onnx", help="torch or onnx (fp32: the same vectors, faster)")
     parser.add_argument("--limit-docs", type=int, default=300, help="subset for the mistake variants (0: all)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--no-torch-check", action="store_true", help="skip the 32-document ONNX-vs-torch check")
+    parser.add_argument("--out", default=None, help="result name (default: prefix-ablation[-full]-e5-small-v2)")
     args = parser.parse_args()
+    out = args.out or ("prefix-ablation-full-e5-small-v2" if not args.limit_docs else "prefix-ablation-e5-small-v2")
 
     spec = resolve_model(os.path.expanduser(args.model))
     embedder = Embedder(spec, backend=args.backend)
@@ -79,20 +90,21 @@ def main() -> None:
     results: dict = {"model": spec.model_id, "backend": embedder.label, "docs": len(corpus), "subset": len(subset)}
     started = time.perf_counter()
     results["full_corpus_correct"] = round(ndcg(embedder, corpus, queries, qrels, Q, P), 4)
-    full = cached_encode(embedder, [P + d["text"] for d in corpus])  # from the cache now
+    full = cached_encode(embedder, [P + d["text"] for d in corpus], chunk=CHUNK)  # from the cache now
     known = {d["id"]: v for d, v in zip(corpus, full, strict=True)}
     print(
         f"full corpus, correct prefixes: nDCG@10 {results['full_corpus_correct']} "
         f"({time.perf_counter() - started:.0f}s, load {load1()})",
         flush=True,
     )
-    if args.backend != "torch":  # the cached vectors must be the torch ones: check a sample
+    if args.backend != "torch" and not args.no_torch_check:  # the cached vectors must be the torch ones: check a sample
         sample = [P + d["text"] for d in corpus[:32]]
         torch_vecs = Embedder(spec).encode(sample)
         cos = np.sum(torch_vecs * cached_encode(embedder, [P + d["text"] for d in corpus])[:32], axis=1)
         results["min_cosine_vs_torch_32_docs"] = round(float(cos.min()), 6)
         print(f"{embedder.label} vs torch on 32 documents: lowest cosine {cos.min():.6f}", flush=True)
-    table = {}
+    table: dict[str, float] = {}
+    results["subset_ndcg@10"] = table
     for name in args.variants.split(","):
         qp, pp = VARIANTS[name]
         started = time.perf_counter()
@@ -102,11 +114,11 @@ def main() -> None:
             f"load {load1()})",
             flush=True,
         )
-    results["subset_ndcg@10"] = table
-    results["subset_delta_vs_correct"] = (
-        {k: round(v - table["correct"], 4) for k, v in table.items()} if ("correct" in table) else {}
-    )
-    print(f"written {write_result('prefix-ablation-e5-small-v2', results)}")
+        results["subset_delta_vs_correct"] = (
+            {k: round(v - table["correct"], 4) for k, v in table.items()} if ("correct" in table) else {}
+        )
+        write_result(out, results)  # after every variant: a stopped run keeps what it measured
+    print(f"written {write_result(out, results)}")
 
 
 if __name__ == "__main__":
