@@ -118,27 +118,7 @@ def opensearch_cluster():
     """Three OpenSearch nodes started once (``multinode`` tests): two cluster_manager+data+ingest nodes and one
     cluster_manager+ml node (``e5plugin.devcluster.cluster``), 512m heap each. Tests may kill and restart members;
     each leaves all three running."""
-    from e5plugin.devcluster.cluster import Cluster as NodeCluster
-    from e5plugin.devcluster.cluster import start_cluster
-
-    if os.environ.get("E5PLUGIN_TEST_OPENSEARCH_CLUSTER"):  # the work directory of a running e5plugin cluster
-        existing = NodeCluster.load_state(Path(os.environ["E5PLUGIN_TEST_OPENSEARCH_CLUSTER"]))
-        if existing is None or not existing.is_running():
-            pytest.fail("E5PLUGIN_TEST_OPENSEARCH_CLUSTER names no running cluster")
-        yield existing
-        return
-    for workdir in (default_cache_dir() / "nodes").glob("test-os-cluster-*"):  # left by a session that died
-        stale = NodeCluster.load_state(workdir)
-        if stale is None or not stale.is_running():
-            shutil.rmtree(workdir, ignore_errors=True)
-    cluster = start_cluster(
-        "opensearch", count=3, name=f"test-os-cluster-{os.getpid()}", heap="512m", fresh=True, progress=_progress
-    )
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(cluster.workdir, ignore_errors=True)
+    yield from _cluster_fixture("opensearch", "test-os-cluster", "E5PLUGIN_TEST_OPENSEARCH_CLUSTER")
 
 
 @pytest.fixture(scope="session")
@@ -151,6 +131,8 @@ def elasticsearch_cluster():
 
 
 def _cluster_fixture(engine: str, name: str, env_var: str, timeout: float = 300.0):
+    """Three nodes named ``<name>-<pid>``, 512m heap each, stopped and removed at the end; or the running cluster
+    whose work directory ``env_var`` names (left running). Stale work directories of dead sessions are removed."""
     from e5plugin.devcluster.cluster import Cluster as NodeCluster
     from e5plugin.devcluster.cluster import start_cluster
 
