@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bodies import PlannedRequest
-from .engines.base import Backend, DeployedModel, DeploymentOptions
+from .engines.base import Backend, DeployedModel, DeploymentOptions, describe_model_users
 from .errors import ConfigurationError, ConflictError, DimensionMismatchError
 from .models import ModelSpec
 from .prefixes import Mode
@@ -303,12 +303,9 @@ def delete_model(backend: Backend, model: str, *, force: bool = False) -> tuple[
     users = backend.model_users(model_ids)
     in_use = {pipeline: indices for pipeline, indices in users.items() if indices}
     if in_use and not force:
-        described = "; ".join(
-            f"{', '.join(indices)} (through pipeline {pipeline!r})" for pipeline, indices in sorted(in_use.items())
-        )
         raise ConflictError(
-            f"The model {model!r} is still used by {described}. Deploy those indices with another model (or delete "
-            "them) first, or pass --force to delete it anyway (their ingest and search then fail)."
+            f"The model {model!r} is still in use: {describe_model_users(in_use)}. Deploy those indices with another "
+            "model (or delete them) first, or pass --force to delete it anyway (their ingest and search then fail)."
         )
     for model_id in model_ids:
         backend.delete_model(model_id)

@@ -508,10 +508,7 @@ class Backend(ABC):
         others = {pipeline: [i for i in indices if i != own_index] for pipeline, indices in users.items()}
         blocking = {p: indices for p, indices in others.items() if p != own_pipeline or indices}
         if blocking:
-            described = "; ".join(
-                f"pipeline {p!r}" + (f" (default pipeline of {', '.join(indices)})" if indices else "")
-                for p, indices in sorted(blocking.items())
-            )
+            described = describe_model_users(blocking)
             raise ConflictError(
                 f"--replace would delete the model {name!r}, which is still in use: {described}. Deploy the new "
                 "model under another --model-id (`e5plugin rollout` moves an index to it behind an alias), or "
@@ -703,3 +700,11 @@ class DeployedModel:
     #: what the model answered to a test prediction: the vector's length and whether it had unit length
     answered_dims: int | None = None
     normalized: bool | None = None
+
+
+def describe_model_users(users: dict[str, list[str]]) -> str:
+    """``{pipeline: [index, ...]}`` (as :meth:`Backend.model_users` gives it) in words, for an error message."""
+    return "; ".join(
+        f"pipeline {pipeline!r}" + (f" (default pipeline of {', '.join(indices)})" if indices else "")
+        for pipeline, indices in sorted(users.items())
+    )
