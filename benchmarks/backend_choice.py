@@ -95,7 +95,10 @@ def embedders(spec, names: list[str]) -> dict:
     for name in names:
         started = time.perf_counter()
         if name == "torch":
+            out[name] = Embedder(spec, backend="torch")
+        elif name == "auto":  # the product's default: fp32 on ONNX Runtime where the graph is at hand, else torch
             out[name] = Embedder(spec)
+            print(f"auto runs {out[name].label}", flush=True)
         elif name == "onnx-fp32":
             out[name] = Embedder(spec, backend="onnx")
         elif name == "onnx-int8":

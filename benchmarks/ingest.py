@@ -250,7 +250,7 @@ def main() -> None:
         corpus = corpus[: args.limit_docs]
     spec = resolve_model(model_path(args.model))
     engines = [e for e in args.engines.split(",") if e]
-    embedders: dict[str, Embedder] = {"torch": Embedder(spec)}
+    embedders: dict[str, Embedder] = {"torch": Embedder(spec, backend="torch")}
     for name in args.backends.split(","):
         if name.startswith("onnx") and onnx_backend.available():
             embedders[name] = Embedder(spec, backend="onnx", quantize="int8" if name == "onnx-int8" else None)

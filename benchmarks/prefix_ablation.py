@@ -99,7 +99,7 @@ def main() -> None:
     )
     if args.backend != "torch" and not args.no_torch_check:  # the cached vectors must be the torch ones: check a sample
         sample = [P + d["text"] for d in corpus[:32]]
-        torch_vecs = Embedder(spec).encode(sample)
+        torch_vecs = Embedder(spec, backend="torch").encode(sample)
         cos = np.sum(torch_vecs * cached_encode(embedder, [P + d["text"] for d in corpus])[:32], axis=1)
         results["min_cosine_vs_torch_32_docs"] = round(float(cos.min()), 6)
         print(f"{embedder.label} vs torch on 32 documents: lowest cosine {cos.min():.6f}", flush=True)

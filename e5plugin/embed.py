@@ -25,13 +25,16 @@ class Embedder:
         plan: PrefixPlan | None = None,
         device: str = "cpu",
         batch_size: int = 32,
-        backend: str = "torch",
+        backend: str = "auto",
         quantize: str | None = None,
     ) -> None:
-        """``backend``: ``torch`` (default), ``onnx`` (ONNX Runtime; needs ``pip install 'e5plugin[onnx]'``; the
-        export is cached under ``~/.cache/e5plugin/onnx``) or ``auto`` (ONNX int8 where a quality check accepted
-        it for this model, see :func:`e5plugin.quality.check_quantization`; else torch). ``quantize="int8"``:
-        ONNX Runtime dynamic int8 quantization (ONNX only), ``"auto"``: int8 only where a check accepted it."""
+        """``backend``: ``auto`` (default: ONNX int8 where a quality check accepted it for this model, see
+        :func:`e5plugin.quality.check_quantization`; else ``fp32``), ``fp32`` (torch's vectors by the fastest
+        runtime at hand: ONNX Runtime where its graph needs no export, see
+        :func:`e5plugin.onnx_backend.fp32_ready`, else torch), ``torch``, or ``onnx`` (ONNX Runtime; needs
+        ``pip install 'e5plugin[models]'``; exported once if needed, cached under ``~/.cache/e5plugin/onnx``).
+        ``quantize="int8"``: ONNX Runtime dynamic int8 quantization (ONNX only), ``"auto"``: int8 only where a
+        check accepted it."""
         self.spec = spec
         self.plan = plan or plan_prefixes(spec, Mode.CLIENT, cluster_prefix_support=False)
         self.batch_size = batch_size
@@ -111,17 +114,22 @@ class Embedder:
 
 
 def resolve_backend(spec: ModelSpec, backend: str, quantize: str | None) -> tuple[str, str | None]:
-    """(backend, quantize) to load: ``auto`` picks ONNX int8 only where a recorded quality check accepted it."""
-    if backend not in ("torch", "onnx", "openvino", "auto"):
-        raise ConfigurationError(f"backend must be torch, onnx, openvino or auto, not {backend!r}")
+    """(backend, quantize) to load: ``auto`` picks ONNX int8 only where a recorded quality check accepted it, else
+    ``fp32``; ``fp32`` picks ONNX Runtime where its graph is at hand without an export (same vectors), else torch."""
+    if backend not in ("torch", "onnx", "openvino", "auto", "fp32"):
+        raise ConfigurationError(f"backend must be auto, fp32, torch, onnx or openvino, not {backend!r}")
     if quantize not in (None, "int8", "auto"):
         raise ConfigurationError(f"quantize must be None, 'int8' or 'auto', not {quantize!r}")
-    if backend == "auto" or quantize == "auto":
-        from .onnx_backend import available, int8_accepted
+    if backend in ("auto", "fp32") and quantize == "int8":
+        raise ConfigurationError("int8 quantization is offered with backend='onnx' only.")
+    if backend in ("auto", "fp32") or quantize == "auto":
+        from .onnx_backend import available, fp32_ready, int8_accepted
 
-        if available() and int8_accepted(spec):
+        if backend != "fp32" and available() and int8_accepted(spec):
             return "onnx", "int8"
-        return ("torch" if backend == "auto" else backend), None
+        if backend in ("auto", "fp32"):
+            return ("onnx" if fp32_ready(spec) else "torch"), None
+        return backend, None
     if quantize and backend != "onnx":
         raise ConfigurationError("int8 quantization is offered with backend='onnx' only.")
     return backend, quantize

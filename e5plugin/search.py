@@ -62,7 +62,7 @@ class IndexSetup:
     model_id: str | None = None  # the cluster's model id in server mode
     pipeline: str | None = None
     chunking: ChunkingSettings | None = None  # long documents split into nested passages (vector_field inside)
-    #: client mode: what embedded the documents (torch, onnx, onnx-int8); recorded by ingest, None: torch.
+    #: client mode: what embedded the documents (torch, onnx, onnx-int8); recorded by ingest, None: torch (fp32).
     #: Not part of :meth:`to_meta` (deploy must not reset it); ingest writes it with :func:`record_embed_backend`.
     embed_backend: str | None = None
 
@@ -103,7 +103,7 @@ class IndexSetup:
     @property
     def embedder_key(self) -> tuple:
         """What a query embedder must match: the model, the prefix plan and the backend that embedded the documents."""
-        return (self.spec, self.plan, self.embed_backend or "torch")
+        return (self.spec, self.plan, vector_kind(self.embed_backend))
 
 
 class SemanticSearch:
@@ -385,17 +385,28 @@ class SemanticSearch:
 
 
 def split_embed_backend(label: str | None) -> tuple[str, str | None]:
-    """(backend, quantize) for :class:`Embedder` from a recorded label: ``torch``, ``onnx``, ``onnx-int8``."""
+    """(backend, quantize) for :class:`Embedder` from a recorded label: ``torch``, ``onnx``, ``onnx-int8``.
+
+    torch and fp32 ONNX give the same vectors (cosine 1.000000), so either label loads ``fp32``: the fastest
+    runtime at hand on this host. Only int8 (other vectors) must be matched exactly."""
     name, _, quantize = (label or "torch").partition("-")
-    return name, quantize or None
+    if quantize:
+        return name, quantize
+    return "fp32", None
+
+
+def vector_kind(label: str | None) -> str:
+    """What a recorded backend label means for the vectors: ``fp32`` (torch, onnx) or ``int8`` (onnx-int8)."""
+    return "int8" if (label or "").endswith("-int8") else "fp32"
 
 
 def record_embed_backend(backend: Backend, index: str, embedder: Embedder) -> None:
     """Record in the index's ``_meta`` what embeds its documents (client mode), so the query helper embeds queries
     with the same backend. Absent means torch: a torch ingest into an index without a record writes nothing (an
-    ingest-only role has no ``manage`` privilege); another backend needs it once per index and backend."""
+    ingest-only role has no ``manage`` privilege); torch and fp32 ONNX are one (the same vectors), so only a switch
+    between fp32 and int8 writes, once per index and switch."""
     meta = backend.index_meta(index)
-    if not meta or meta.get(EMBED_BACKEND_KEY, "torch") == embedder.label:
+    if not meta or vector_kind(meta.get(EMBED_BACKEND_KEY, "torch")) == vector_kind(embedder.label):
         return
     try:
         backend.update_index_meta(index, {EMBED_BACKEND_KEY: embedder.label})

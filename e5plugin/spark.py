@@ -44,7 +44,7 @@ from .engines.base import Backend
 from .errors import ConfigurationError, UnsupportedModelError
 from .ingest import MAX_REPORTED_FAILURES, Failure, clean_text, get_path, stable_id, text_problem
 from .prefixes import Mode
-from .search import EMBED_BACKEND_KEY, IndexSetup, locate_model, split_embed_backend
+from .search import EMBED_BACKEND_KEY, IndexSetup, locate_model, vector_kind
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -139,9 +139,10 @@ def prepare(
             f"Index {index!r} splits documents into passages (chunked): Spark embedding does not chunk yet; use "
             "`e5plugin ingest` / `e5plugin reindex` without --spark."
         )
-    label = embed_backend or setup.embed_backend or "torch"
-    if label not in ("torch", "onnx", "onnx-int8"):
-        raise ConfigurationError(f"embed_backend must be torch, onnx or onnx-int8, not {label!r}.")
+    # no choice: the recorded vectors' kind, fp32 by the fastest runtime each executor has at hand
+    label = embed_backend or ("onnx-int8" if vector_kind(setup.embed_backend) == "int8" else "fp32")
+    if label not in ("fp32", "torch", "onnx", "onnx-int8"):
+        raise ConfigurationError(f"embed_backend must be fp32, torch, onnx or onnx-int8, not {label!r}.")
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     return SparkJob(index, fields, backend.engine, dict(meta), label, model_path)
 
@@ -162,16 +163,17 @@ def embedder_for(job: SparkJob) -> Embedder:
     key = json.dumps([job.meta["model"], job.meta["prefixes"], job.embed_backend, job.model_path], sort_keys=True)
     if key not in _EMBEDDERS:
         setup = job.setup
-        name, quantize = split_embed_backend(job.embed_backend)
+        name, quantize = ("onnx", "int8") if job.embed_backend == "onnx-int8" else (job.embed_backend, None)
         spec = locate_model(setup.spec, job.model_path)
         from pyspark import TaskContext
 
+        embedder = Embedder(spec, plan=setup.plan, backend=name, quantize=quantize)
         context = TaskContext.get()
-        if context is not None and name == "torch":
+        if context is not None and embedder.backend == "torch":
             import torch
 
             torch.set_num_threads(max(1, int(context.cpus())))
-        _EMBEDDERS[key] = Embedder(spec, plan=setup.plan, backend=name, quantize=quantize)
+        _EMBEDDERS[key] = embedder
         _LOADS += 1
     return _EMBEDDERS[key]
 
@@ -360,8 +362,11 @@ def write(
 def _collect(job: SparkJob, parts_rdd: Any, refresh: bool, backend: Backend | None = None) -> SparkReport:
     """Run the job (one report per partition) and add the reports up; record the embed backend first."""
     backend = backend or job.backend()
-    if job.meta.get(EMBED_BACKEND_KEY, "torch") != job.embed_backend:  # queries must use the same backend
-        backend.update_index_meta(job.index, {EMBED_BACKEND_KEY: job.embed_backend})
+    # queries must embed the same kind of vectors (torch and fp32 ONNX are one: nothing to record between them)
+    if vector_kind(job.meta.get(EMBED_BACKEND_KEY, "torch")) != vector_kind(job.embed_backend):
+        backend.update_index_meta(
+            job.index, {EMBED_BACKEND_KEY: "torch" if job.embed_backend == "fp32" else job.embed_backend}
+        )
     parts = parts_rdd.collect()
     report = SparkReport()
     for part in parts:

@@ -23,6 +23,7 @@ from e5plugin.errors import IngestFailedError, PermissionDeniedError
 from e5plugin.ingest import ingest
 from e5plugin.models import resolve_model
 from e5plugin.prefixes import Mode
+from e5plugin.search import SemanticSearch
 
 pytestmark = [pytest.mark.secured, pytest.mark.slow]
 PASSWORD = "priv-Pa55word"
@@ -118,6 +119,20 @@ def test_ingest_needs_index_maintenance_and_view_index_metadata(node, admin, doc
     refused = run(no_refresh, "ingest", str(source), "--index", docs_index, "--json")
     assert refused.exit_code == PermissionDeniedError.exit_code, refused.output
     assert "refresh" in refused.output
+
+
+def test_ingest_only_role_may_switch_between_torch_and_fp32_onnx(node, admin, docs_index, tmp_path):
+    """torch and fp32 ONNX give the same vectors: an ingest-only role (no `manage`) ingests with either into an
+    index embedded by the other, and nothing is recorded; only int8 (other vectors) needs the record."""
+    pytest.importorskip("onnxruntime")
+    source = _jsonl(tmp_path / "onnx.jsonl", [{"id": "by-onnx", "text": "embedded on ONNX Runtime"}])
+    env = user_with(node, "ingest", indices=["index", "maintenance", "view_index_metadata"])
+    result = run(env, "ingest", str(source), "--index", docs_index, "--embed-backend", "onnx", "--json")
+    assert result.exit_code == 0, result.output
+    assert admin.index_meta(docs_index).get("embed_backend", "torch") == "torch"
+    admin.refresh(docs_index)
+    hits = SemanticSearch.for_index(docs_index, backend=admin).search("embedded on ONNX Runtime", k=1)
+    assert hits[0].id == "by-onnx"
 
 
 def test_client_deploy_and_index_create_need_create_index_manage_and_view_index_metadata(node, admin, tiny_e5_bert):

@@ -83,6 +83,18 @@ def test_the_converted_model_embeds_like_the_onnx_graph(real_e5: Path, reference
         assert _cos(hidden.mean(axis=0), reference(text)) > 0.99999
 
 
+def test_client_embedding_runs_the_artifacts_graph_with_the_weights_vectors(real_e5: Path, reference) -> None:
+    """The pull keeps the jar's graph as onnx/model.onnx (in the manifest); the default backend runs it on ONNX
+    Runtime (no torch export) and gives the weights' own vectors."""
+    pytest.importorskip("onnxruntime")
+    assert "onnx/model.onnx" in json.loads((real_e5 / MANIFEST).read_text())["files"]
+    embedder = Embedder(resolve_model(str(real_e5)))
+    assert embedder.label == "onnx"
+    texts = [doc["text"] for doc in DOCS] + ["long text " * 400]
+    for text, vector in zip(texts, embedder.encode_passages(texts), strict=True):
+        assert _cos(vector, reference("passage: " + text)) > 0.99999, text[:40]
+
+
 def test_a_plain_checkout_gets_the_e5_prefixes_from_its_weights(checkouts: dict[str, Path], tmp_path) -> None:
     import shutil
 

@@ -113,4 +113,47 @@ def test_check_quantization_records_its_verdict(tiny, cache: Path, tmp_path: Pat
     assert onnx_backend.recorded_check(tiny)["accepted"] is True
     assert Embedder(tiny, backend="auto").label == "onnx-int8"
     strict = quality.check_quantization(tiny, tmp_path / "beir", tolerance=-1.0)  # nothing can pass
-    assert not strict.accepted and Embedder(tiny, backend="auto").label == "torch"
+    # refused: fp32 again, on ONNX Runtime since the check left the fp32 export on this machine (same vectors)
+    assert not strict.accepted and Embedder(tiny, backend="auto").label == "onnx"
+
+
+# ---- the default backend: fp32 on ONNX Runtime where the graph is at hand, never a surprise export ----------------
+def _with_graph(tiny, graph_of, tmp_path: Path, name: str) -> Path:
+    """A copy of ``tiny``'s folder carrying ``graph_of``'s exported fp32 graph as ``onnx/model.onnx`` (the layout
+    sentence-transformers and `model pull --source maven` use)."""
+    import shutil
+
+    folder = tmp_path / name
+    shutil.copytree(tiny.local_path, folder)
+    (folder / "onnx").mkdir()
+    shutil.copy(onnx_backend.export(graph_of) / onnx_backend.ONNX_FILE, folder / onnx_backend.ONNX_FILE)
+    return folder
+
+
+def test_default_runs_fp32_on_onnx_when_the_folder_carries_the_graph(tiny, cache, tmp_path, monkeypatch) -> None:
+    folder = _with_graph(tiny, tiny, tmp_path, "with-graph")
+    monkeypatch.setenv("E5PLUGIN_ONNX_CACHE", str(tmp_path / "fresh-cache"))  # nothing exported on this machine
+    spec = resolve_model(str(folder))
+    embedder = Embedder(spec)
+    assert embedder.label == "onnx"
+    assert np.allclose(
+        embedder.encode_passages(TEXTS), Embedder(tiny, backend="torch").encode_passages(TEXTS), atol=1e-5
+    )
+
+
+def test_default_never_starts_an_export_for_a_folder_without_a_graph(tiny, cache: Path) -> None:
+    embedder = Embedder(tiny)
+    assert embedder.label == "torch"
+    assert not (onnx_backend.cache_dir(tiny) / onnx_backend.ONNX_FILE).exists()
+    Embedder(tiny, backend="onnx")  # exported once on request ...
+    assert Embedder(tiny).label == "onnx"  # ... then the default uses it
+
+
+def test_a_bundled_graph_that_disagrees_with_the_weights_is_not_used(tiny, cache, tmp_path, tiny_bert) -> None:
+    """A folder whose onnx/model.onnx is another model's graph (a stale file left beside new weights): the vectors
+    still come from the folder's weights."""
+    folder = _with_graph(tiny, resolve_model(str(tiny_bert)), tmp_path, "stale-graph")
+    spec = resolve_model(str(folder))
+    vectors = Embedder(spec).encode_passages(TEXTS)
+    assert np.allclose(vectors, Embedder(tiny, backend="torch").encode_passages(TEXTS), atol=1e-5)
+    assert any(p.name.endswith(".mismatch") for p in onnx_backend.cache_dir(spec).parent.iterdir())
