@@ -402,8 +402,8 @@ def vector_kind(label: str | None) -> str:
 
 def record_embed_backend(backend: Backend, index: str, embedder: Embedder) -> None:
     """Record in the index's ``_meta`` what embeds its documents (client mode), so the query helper embeds queries
-    with the same backend. Absent means torch: a torch ingest into an index without a record writes nothing (an
-    ingest-only role has no ``manage`` privilege); torch and fp32 ONNX are one (the same vectors), so only a switch
+    with the same kind of vectors. Absent means torch: an ingest into an index without a record writes nothing
+    (a mapping update an ingest-only role may lack); torch and fp32 ONNX are one (the same vectors), so only a switch
     between fp32 and int8 writes, once per index and switch."""
     meta = backend.index_meta(index)
     if not meta or vector_kind(meta.get(EMBED_BACKEND_KEY, "torch")) == vector_kind(embedder.label):
@@ -412,8 +412,8 @@ def record_embed_backend(backend: Backend, index: str, embedder: Embedder) -> No
         backend.update_index_meta(index, {EMBED_BACKEND_KEY: embedder.label})
     except E5PluginError as exc:
         raise type(exc)(
-            f"{exc} Recording that {index!r} is embedded with {embedder.label} (so queries use it too) needs the "
-            "`manage` index privilege; ingest with the recorded backend "
+            f"{exc} Recording that {index!r} is embedded with {embedder.label} (so queries use it too) is a mapping "
+            "update (Elasticsearch: the `index` or `manage` privilege); ingest with the recorded backend "
             f"({meta.get(EMBED_BACKEND_KEY, 'torch')}) or let an admin run the first ingest."
         ) from exc
 
