@@ -99,7 +99,7 @@ def backfill(
 
     def records() -> Iterator[SourceDoc]:
         body = {"query": query, "seq_no_primary_term": True}
-        for n, hit in enumerate(backend.scan(index, body, size=batch_size), start=1):
+        for n, hit in enumerate(backend.scan_ahead(index, body, size=batch_size), start=1):
             doc = dict(hit["_source"])
             doc.pop(ERROR_FIELD, None)
             doc.pop(setup.vector_field, None)
@@ -116,7 +116,8 @@ def backfill(
         if progress:
             progress(done, total)
 
-    # The scroll reads a snapshot; writes under it are safe and conditional on the version that was read.
+    # The scroll reads a snapshot (ahead of the embedder, never waiting for it); writes under it are safe and
+    # conditional on the version that was read.
     done_report = ingest(
         backend,
         index,

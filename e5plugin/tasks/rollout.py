@@ -64,7 +64,8 @@ def documents_of(backend: Backend, index: str, setup: IndexSetup, batch_size: in
     computed = {setup.vector_field.split(".")[0], ERROR_FIELD, PASSAGE_TMP_FIELD}
     if setup.chunking:
         computed.add(setup.chunking.field)
-    for number, hit in enumerate(backend.scan(index, {"query": {"match_all": {}}}, size=batch_size), start=1):
+    hits = backend.scan_ahead(index, {"query": {"match_all": {}}}, size=batch_size)  # never waits for the embedder
+    for number, hit in enumerate(hits, start=1):
         doc = {k: v for k, v in (hit.get("_source") or {}).items() if k not in computed}
         yield SourceDoc(number, doc, doc_id=hit["_id"])
 

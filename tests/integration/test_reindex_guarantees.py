@@ -58,26 +58,80 @@ class _CountingScan:
                 self.after[1]()
 
 
-def test_reindex_streams_pages_instead_of_reading_every_document_first(es_backend, tiny_e5_bert, index_name):
+def test_reindex_keeps_what_it_read_ahead_on_disk_not_in_memory(es_backend, tiny_e5_bert, index_name):
+    """1,000 documents of 20 KB (20 MB of text) reindexed in pages of 50: the traced Python heap never holds more
+    than a few pages (the scroll is read ahead into a temporary file, not into memory)."""
+    import tracemalloc
+
     setup = _client_index(es_backend, tiny_e5_bert, index_name)
-    _raw_docs(es_backend, index_name, 1000)
-    scan = _CountingScan(es_backend)
-    read_at_first_write: list[int] = []
-    es_backend.scan = scan
+    text = "word " * 4000  # 20 KB
+    actions = ({"_index": index_name, "_id": str(i), "_source": {"text": f"{i} {text}"}} for i in range(1000))
+    for ok, item in es_backend.streaming_bulk(actions, chunk_size=100):
+        assert ok, item
+    es_backend.refresh(index_name)
+    embedder = Embedder(resolve_model(str(tiny_e5_bert)), plan=setup.plan)
+    tracemalloc.start()
     try:
-        report = backfill(
-            es_backend,
-            index_name,
-            setup,
-            batch_size=50,
-            progress=lambda done, total: read_at_first_write.append(scan.read) if done == 1 else None,
-        )
+        report = backfill(es_backend, index_name, setup, batch_size=50, embedder=embedder)
+        _, peak = tracemalloc.get_traced_memory()
     finally:
-        del es_backend.scan
-    assert read_at_first_write and read_at_first_write[0] <= 400, f"{read_at_first_write[0]} read before a write"
+        tracemalloc.stop()
     assert report.ok and report.indexed == 1000 and report.conflicts == 0
     assert es_backend.count(index_name, {"exists": {"field": "embedding"}}) == 1000
+    assert peak < 12_000_000, f"peak traced heap {peak / 1e6:.1f} MB for 20 MB of documents"
     es_backend.delete_index(index_name)
+
+
+class _SlowEmbedder:
+    """An embedder that takes its time (a real model on a busy CPU); while it works on the second batch the
+    cluster forgets every open scroll, as it does when a scroll outlives its keep-alive."""
+
+    def __init__(self, embedder, backend) -> None:
+        self.embedder, self.backend, self.calls = embedder, backend, 0
+
+    def __getattr__(self, name):
+        return getattr(self.embedder, name)
+
+    def encode_passages(self, texts, batch_size=None):
+        self.calls += 1
+        if self.calls == 2:
+            import time
+
+            time.sleep(1.0)
+            self.backend.client.clear_scroll(scroll_id="_all")  # the keep-alive ran out while embedding
+        return self.embedder.encode_passages(texts, batch_size)
+
+
+def test_reindex_survives_an_embedder_slower_than_the_scroll_lives(es_backend, tiny_e5_bert, index_name):
+    setup = _client_index(es_backend, tiny_e5_bert, index_name)
+    _raw_docs(es_backend, index_name, 120)
+    slow = _SlowEmbedder(Embedder(resolve_model(str(tiny_e5_bert)), plan=setup.plan), es_backend)
+    report = backfill(es_backend, index_name, setup, batch_size=20, embedder=slow)
+    assert slow.calls >= 2
+    assert report.ok and report.indexed == 120, report
+    assert es_backend.count(index_name, {"exists": {"field": "embedding"}}) == 120
+    es_backend.delete_index(index_name)
+
+
+def test_rollout_survives_an_embedder_slower_than_the_scroll_lives(es_backend, tiny_e5_bert, index_name):
+    from e5plugin.tasks.rollout import rollout
+
+    spec = resolve_model(str(tiny_e5_bert))
+    alias = f"{index_name}-alias"
+    docs = [{"id": str(i), "text": f"document number {i}"} for i in range(120)]
+    first = rollout(es_backend, spec, alias, documents=docs, request=DeployRequest(index="x", replicas=0))
+    slow = _SlowEmbedder(Embedder(spec), es_backend)
+    try:
+        second = rollout(
+            es_backend, spec, alias, request=DeployRequest(index="x", replicas=0), embedder=slow, batch_size=20
+        )
+        assert slow.calls >= 2
+        assert second.copied == 120 and es_backend.alias_indices(alias) == [second.index]
+        assert es_backend.count(second.index, {"exists": {"field": "embedding"}}) == 120
+    finally:
+        for name in es_backend.list_indices(f"{alias}-v*"):
+            es_backend.delete_index(name)
+    assert first.index != second.index
 
 
 def test_a_document_edited_during_reindex_keeps_the_edit(es_backend, tiny_e5_bert, index_name):
