@@ -113,6 +113,13 @@ class Embedder:
         return sum(len(ids) for ids in encoded["input_ids"])
 
 
+def parse_backend_label(label: str) -> tuple[str, str | None]:
+    """(backend, quantize) for :class:`Embedder` from a label as the CLI, Spark and ``_meta`` write it:
+    ``onnx-int8`` -> ``("onnx", "int8")``; ``auto``, ``fp32``, ``torch``, ``onnx`` -> themselves, no quantization."""
+    name, _, quantize = label.partition("-")
+    return name, quantize or None
+
+
 def resolve_backend(spec: ModelSpec, backend: str, quantize: str | None) -> tuple[str, str | None]:
     """(backend, quantize) to load: ``auto`` picks ONNX int8 only where a recorded quality check accepted it, else
     ``fp32``; ``fp32`` picks ONNX Runtime where its graph is at hand without an export (same vectors), else torch."""

@@ -138,15 +138,20 @@ def bundled_graph(spec: ModelSpec) -> Path | None:
     return graph if graph.is_file() else None
 
 
+def _mismatch_note(spec: ModelSpec) -> Path:
+    """Written beside the cache when the model folder's own graph disagreed with its weights: do not use it again."""
+    target = cache_dir(spec)
+    return target.parent / f".{target.name}.mismatch"
+
+
 def fp32_ready(spec: ModelSpec) -> bool:
     """Whether fp32 can run on ONNX Runtime here without a torch export: the runtime is installed and the graph is
     in the model folder or already exported (and not found to disagree with the weights)."""
     if not available():
         return False
-    target = cache_dir(spec)
-    if (target / ONNX_FILE).is_file():
+    if (cache_dir(spec) / ONNX_FILE).is_file():
         return True
-    return bundled_graph(spec) is not None and not (target.parent / f".{target.name}.mismatch").is_file()
+    return bundled_graph(spec) is not None and not _mismatch_note(spec).is_file()
 
 
 PROBE_TEXTS = ("passage: The cell divides after the checkpoint.", "query: how do cells divide", "a")
@@ -186,11 +191,11 @@ def export(spec: ModelSpec) -> Path:
         source = Path(ensure_local(spec).local_path or "")
         with tempfile.TemporaryDirectory(prefix=".export-", dir=target.parent) as tmp:
             staged = Path(tmp) / "model"
-            if bundled_graph(spec) is not None and not (target.parent / f".{target.name}.mismatch").is_file():
+            if bundled_graph(spec) is not None and not _mismatch_note(spec).is_file():
                 shutil.copytree(source, staged)
                 agrees, lowest = _agrees_with_weights(staged, source)
                 if not agrees:
-                    (target.parent / f".{target.name}.mismatch").write_text(
+                    _mismatch_note(spec).write_text(
                         f"{source / ONNX_FILE}: lowest cosine {lowest:.6f} to the weights; exported with torch\n"
                     )
                     shutil.rmtree(staged)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .bodies import validate_field_name
 from .config import ConnectionConfig
-from .embed import Embedder
+from .embed import Embedder, parse_backend_label
 from .engines import connect
 from .engines.base import Backend, Hit
 from .errors import (
@@ -389,10 +389,8 @@ def split_embed_backend(label: str | None) -> tuple[str, str | None]:
 
     torch and fp32 ONNX give the same vectors (cosine 1.000000), so either label loads ``fp32``: the fastest
     runtime at hand on this host. Only int8 (other vectors) must be matched exactly."""
-    name, _, quantize = (label or "torch").partition("-")
-    if quantize:
-        return name, quantize
-    return "fp32", None
+    name, quantize = parse_backend_label(label or "torch")
+    return (name, quantize) if quantize else ("fp32", None)
 
 
 def vector_kind(label: str | None) -> str:

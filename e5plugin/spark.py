@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 from .backfill import VERSION_CONFLICT, BackfillReport, has_vector_query, needs_embedding_query
 from .bodies import ERROR_FIELD
 from .config import ConnectionConfig
-from .embed import Embedder
+from .embed import Embedder, parse_backend_label
 from .engines import connect
 from .engines.base import Backend
 from .errors import ConfigurationError, UnsupportedModelError
@@ -163,7 +163,7 @@ def embedder_for(job: SparkJob) -> Embedder:
     key = json.dumps([job.meta["model"], job.meta["prefixes"], job.embed_backend, job.model_path], sort_keys=True)
     if key not in _EMBEDDERS:
         setup = job.setup
-        name, quantize = ("onnx", "int8") if job.embed_backend == "onnx-int8" else (job.embed_backend, None)
+        name, quantize = parse_backend_label(job.embed_backend)
         spec = locate_model(setup.spec, job.model_path)
         from pyspark import TaskContext
 

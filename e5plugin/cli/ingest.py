@@ -99,9 +99,9 @@ def ingest(
         return _spark_ingest(state, source, index, fmt, id_field, resume, embed_backend, master, as_json, report_path)
     embedder = None
     if setup.mode is Mode.CLIENT:
-        from ..embed import Embedder
+        from ..embed import Embedder, parse_backend_label
 
-        backend_name, quantize = {"onnx-int8": ("onnx", "int8")}.get(embed_backend, (embed_backend, None))
+        backend_name, quantize = parse_backend_label(embed_backend)
         embedder = Embedder(setup.spec, plan=setup.plan, backend=backend_name, quantize=quantize)
     from ..backfill import bulk_settings_wanted  # auto: only for a big first load into an empty index
 

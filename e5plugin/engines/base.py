@@ -248,6 +248,14 @@ class Backend(ABC):
             state: dict[str, Any] = {"bytes": 0, "done": False, "error": None}
             stop = threading.Event()
 
+            def publish(page: list[bytes]) -> None:
+                """Append whole lines to the file, then let the caller read up to their end."""
+                writer.write(b"".join(page))
+                writer.flush()
+                with progress:
+                    state["bytes"] = writer.tell()
+                    progress.notify_all()
+
             def read() -> None:
                 try:
                     page: list[bytes] = []
@@ -256,16 +264,9 @@ class Backend(ABC):
                             return
                         page.append(json.dumps(hit, ensure_ascii=False).encode("utf-8") + b"\n")
                         if len(page) >= size:
-                            writer.write(b"".join(page))
-                            writer.flush()
+                            publish(page)
                             page = []
-                            with progress:
-                                state["bytes"] = writer.tell()
-                                progress.notify_all()
-                    writer.write(b"".join(page))
-                    writer.flush()
-                    with progress:
-                        state["bytes"] = writer.tell()
+                    publish(page)
                 except BaseException as exc:  # handed to the caller's thread
                     with progress:
                         state["error"] = exc
