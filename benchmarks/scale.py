@@ -437,7 +437,9 @@ def run_cell(backend, spec, engine: str, shards: int, size: int, option: str, ar
     body["settings"]["index"]["number_of_shards"] = shards
     body["settings"]["index"]["refresh_interval"] = "-1"  # loading: refresh once at the end
     backend.ensure_index(index, body, vector_field=field, dims=spec.dims)
+    vector_mapping = body["mappings"]["properties"][field]
     row: dict = {
+        "vector_mapping": vector_mapping,
         "engine": engine,
         "version": backend.capabilities.version_text if hasattr(backend.capabilities, "version_text") else None,
         "shards": shards,
@@ -626,7 +628,7 @@ def all_rows() -> list[dict]:
         rows += [{**row, "topology": data.get("topology", "?")} for row in data.get("cells", {}).values()]
     latest: dict[tuple, dict] = {}  # a cell measured again (a --suffix file): its latest measurement
     for row in rows:
-        cell = (row["engine"], row["topology"], row["size"], row["option"], row.get("num_candidates"))
+        cell = (row["engine"], row["topology"], row["size"], _label(row))
         if cell not in latest or row["when"] > latest[cell]["when"]:
             latest[cell] = row
     rows = list(latest.values())
@@ -638,8 +640,8 @@ def all_rows() -> list[dict]:
             order.get(r["engine"], 2),
             r["topology"],
             options.index(r["option"]),
+            _label(r),
             r["size"],
-            r.get("num_candidates") or 0,
         ),
     )
 
@@ -701,9 +703,13 @@ def _run(args) -> None:
 
 
 def _label(row: dict) -> str:
-    """The option, and Elasticsearch's num_candidates where it is not the default 100."""
+    """The option, Elasticsearch's num_candidates where it is not the default 100, and for OpenSearch hnsw_sq rows
+    measured before the product set the quantizer's confidence interval (no ``vector_mapping`` recorded then)."""
     candidates = row.get("num_candidates")
-    return row["option"] + (f" (num_candidates {candidates})" if candidates not in (None, 100) else "")
+    label = row["option"] + (f" (num_candidates {candidates})" if candidates not in (None, 100) else "")
+    if row["option"] == "hnsw_sq" and "vector_mapping" not in row:
+        label += " (Lucene's default interval, before the fix)"
+    return label
 
 
 def _table(args) -> None:

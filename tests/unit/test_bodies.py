@@ -29,7 +29,7 @@ def test_os_index_body_nested_fields():
     doc = body["mappings"]["properties"]["doc"]["properties"]
     assert doc["vec"]["dimension"] == 768 and doc["vec"]["method"]["parameters"]["encoder"] == {
         "name": "sq",
-        "parameters": {"bits": 7},
+        "parameters": {"bits": 7, "confidence_interval": 1.0},
     }
     assert doc["text"] == {"type": "text"}
 
