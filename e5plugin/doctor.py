@@ -36,14 +36,32 @@ class Report:
 
 def e5plugin_indices(backend: Backend) -> dict[str, dict]:
     """Index name -> the setup e5plugin recorded in its ``_meta``."""
+    return {name: meta for name, (meta, _mapping) in _e5plugin_mappings(backend).items()}
+
+
+def _e5plugin_mappings(backend: Backend) -> dict[str, tuple[dict, dict]]:
+    """Index name -> (e5plugin's ``_meta`` record, the index's mappings), for the indices e5plugin set up."""
     with backend.errors():
         mappings = dict(backend.client.indices.get_mapping(index="*", expand_wildcards="open"))
     out = {}
     for name, data in mappings.items():
         meta = data.get("mappings", {}).get("_meta", {}).get(META_KEY)
         if meta:
-            out[name] = meta
+            out[name] = (meta, data.get("mappings", {}))
     return out
+
+
+def _clipping_quantizers(properties: dict, path: str = "") -> list[str]:
+    """Vector fields quantized by Lucene's scalar quantizer with its default confidence interval (what e5plugin
+    created for ``hnsw_sq`` before it set the interval): on E5's vectors their recall falls as segments merge."""
+    found = []
+    for name, field_mapping in properties.items():
+        full = f"{path}{name}"
+        encoder = field_mapping.get("method", {}).get("parameters", {}).get("encoder", {})
+        if encoder.get("name") == "sq" and "confidence_interval" not in encoder.get("parameters", {}):
+            found.append(full)
+        found += _clipping_quantizers(field_mapping.get("properties", {}), f"{full}.")
+    return found
 
 
 def diagnose(backend: Backend) -> Report:
@@ -53,7 +71,7 @@ def diagnose(backend: Backend) -> Report:
         report.problems.append(Problem(caps.ml_reason, "Client-side mode works on this cluster: --mode client."))
     states: dict[str, str] = {}
     names: dict[str, str] = {}  # model id -> its name in the cluster (what deploy's --model-id names)
-    for name, meta in sorted(e5plugin_indices(backend).items()):
+    for name, (meta, mapping) in sorted(_e5plugin_mappings(backend).items()):
         try:
             documents = backend.count(name)
             failures = backend.count(name, {"exists": {"field": ERROR_FIELD}})
@@ -85,6 +103,18 @@ def diagnose(backend: Backend) -> Report:
         left = _left_in_bulk_settings(backend, name, meta)
         if left:
             report.problems.append(left)
+        for vector_field in _clipping_quantizers(mapping.get("properties", {})):
+            report.problems.append(
+                Problem(
+                    f"Index {name!r} quantizes {vector_field!r} with Lucene's default confidence interval (hnsw_sq "
+                    "as e5plugin first set it up): on E5 vectors its recall falls as segments merge (measured: "
+                    "recall@10 0.05 at 1M documents on 3 shards; BENCHMARKS.md section 6).",
+                    f"Rebuild it: e5plugin deploy --index {name}-v2 --index-options hnsw_sq (same --model and "
+                    f'--mode), copy the documents with POST _reindex {{"source": {{"index": "{name}"}}, '
+                    f'"dest": {{"index": "{name}-v2"}}}}, then point your alias at it '
+                    f"(e5plugin alias switch --alias ALIAS --index {name}-v2).",
+                )
+            )
         if meta.get("mode") != Mode.SERVER.value or not meta.get("model_id"):
             continue
         model_id = meta["model_id"]

@@ -11,7 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from e5plugin.models import ModelSpec
+from e5plugin.deploy import DeployRequest, deploy
+from e5plugin.doctor import diagnose
+from e5plugin.models import ModelSpec, resolve_model
+from e5plugin.prefixes import Mode
 
 DIMS, N_DOCS, SEGMENTS, N_QUERIES, K = 384, 20_000, 4, 200, 10
 SPEC = ModelSpec("e5-shaped-vectors", DIMS, "none", normalize=True)
@@ -69,3 +72,24 @@ def test_opensearch_hnsw_sq_keeps_its_recall_through_a_merge(os_backend):
         assert before >= 0.88 and after >= 0.88, (before, after)
     finally:
         os_backend.delete_index(index)
+
+
+@pytest.mark.opensearch
+def test_doctor_flags_an_hnsw_sq_index_made_with_the_default_interval(os_backend, tiny_e5_bert):
+    """An index created by the earlier e5plugin (sq encoder without an interval) is named with a rebuild recipe; one
+    deployed now is not."""
+    spec = resolve_model(str(tiny_e5_bert))
+    new, old = "sq-interval-now", "sq-interval-before"
+    for index in (new, old):
+        os_backend.delete_index(index)
+    try:
+        deploy(os_backend, spec, DeployRequest(index=new, mode=Mode.CLIENT, index_options="hnsw_sq", replicas=0))
+        body = os_backend.index_body(spec, index_options="hnsw_sq", replicas=0, meta=os_backend.index_meta(new))
+        body["mappings"]["properties"]["embedding"]["method"]["parameters"]["encoder"]["parameters"] = {"bits": 7}
+        os_backend.ensure_index(old, body, vector_field="embedding", dims=spec.dims)
+        problems = [p for p in diagnose(os_backend).problems if "confidence interval" in p.what]
+        assert [p.what.split("'")[1] for p in problems] == [old], [p.what for p in problems]
+        assert f"--index {old}-v2 --index-options hnsw_sq" in problems[0].fix and "_reindex" in problems[0].fix
+    finally:
+        for index in (new, old):
+            os_backend.delete_index(index)
