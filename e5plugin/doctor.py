@@ -34,11 +34,6 @@ class Report:
         return {**self.__dict__, "problems": [p.__dict__ for p in self.problems]}
 
 
-def e5plugin_indices(backend: Backend) -> dict[str, dict]:
-    """Index name -> the setup e5plugin recorded in its ``_meta``."""
-    return {name: meta for name, (meta, _mapping) in _e5plugin_mappings(backend).items()}
-
-
 def _e5plugin_mappings(backend: Backend) -> dict[str, tuple[dict, dict]]:
     """Index name -> (e5plugin's ``_meta`` record, the index's mappings), for the indices e5plugin set up."""
     with backend.errors():

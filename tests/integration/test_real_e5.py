@@ -239,13 +239,13 @@ def test_doctor_survives_an_index_deleted_while_it_looks(es_backend, tiny_bert, 
 
     es_backend.delete_index(index_name)
     deploy(es_backend, resolve_model(str(tiny_bert)), DeployRequest(index=index_name, mode=Mode.CLIENT, replicas=0))
-    listed = doctor.e5plugin_indices
+    listed = doctor._e5plugin_mappings
 
     def list_then_delete(backend):
         found = listed(backend)
         backend.delete_index(index_name)
         return found
 
-    monkeypatch.setattr(doctor, "e5plugin_indices", list_then_delete)
+    monkeypatch.setattr(doctor, "_e5plugin_mappings", list_then_delete)
     report = doctor.diagnose(es_backend)
     assert index_name not in [entry["index"] for entry in report.indices]
