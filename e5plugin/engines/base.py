@@ -165,6 +165,10 @@ class Backend(ABC):
     @abstractmethod
     def vector_dims(self, mapping: dict, vector_field: str) -> int | None: ...
 
+    @abstractmethod
+    def index_option(self, mapping: dict, vector_field: str) -> str | None:
+        """Which of :attr:`index_options` the vector field's mapping is (``None``: not a vector field)."""
+
     def ensure_index(self, index: str, body: dict, *, vector_field: str, dims: int) -> str:
         """Create the index, or check that the existing one fits. Returns ``created`` or ``exists``."""
         if self.index_exists(index):

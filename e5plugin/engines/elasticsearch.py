@@ -111,6 +111,14 @@ class ElasticsearchBackend(Backend):
             node = node.get("properties", {}).get(part, {})
         return node.get("dims") if node.get("type") == "dense_vector" else None
 
+    def index_option(self, mapping: dict, vector_field: str) -> str | None:
+        node: dict = mapping
+        for part in vector_field.split("."):
+            node = node.get("properties", {}).get(part, {})
+        if node.get("type") != "dense_vector":
+            return None
+        return node.get("index_options", {}).get("type")
+
     def _helpers(self) -> ModuleType:
         return helpers
 

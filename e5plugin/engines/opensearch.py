@@ -100,6 +100,15 @@ class OpenSearchBackend(Backend):
             node = node.get("properties", {}).get(part, {})
         return node.get("dimension") if node.get("type") == "knn_vector" else None
 
+    def index_option(self, mapping: dict, vector_field: str) -> str | None:
+        node: dict = mapping
+        for part in vector_field.split("."):
+            node = node.get("properties", {}).get(part, {})
+        if node.get("type") != "knn_vector":
+            return None
+        encoder = node.get("method", {}).get("parameters", {}).get("encoder", {})
+        return "hnsw_sq" if encoder.get("name") == "sq" else "hnsw"
+
     def _helpers(self) -> ModuleType:
         return helpers
 

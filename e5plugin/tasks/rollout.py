@@ -206,17 +206,21 @@ def _has_vector(setup: IndexSetup) -> dict:
 def _request_like(
     backend: Backend, index: str, mode: Mode, previous: str | None, current: IndexSetup | None
 ) -> DeployRequest:
-    """Deploy settings for the new version: the same fields, chunking and keyword fields as the current one."""
+    """Deploy settings for the new version: the same fields, chunking, keyword fields and index option (hnsw,
+    int8_hnsw, ...) as the current one."""
     if current is None:
         return DeployRequest(index=index, mode=mode)
     vector_field = current.vector_field
     if current.chunking:
         vector_field = vector_field[len(current.chunking.field) + 1 :]
-    properties = backend.get_mapping(previous).get("properties", {}) if previous else {}
+    mapping = backend.get_mapping(previous) if previous else {}
+    properties = mapping.get("properties", {})
     keywords = tuple(name for name, node in properties.items() if node.get("type") == "keyword")
+    option = backend.index_option(mapping, current.vector_field)
     return DeployRequest(
         index=index,
         mode=mode,
+        index_options=option if option in backend.index_options else DeployRequest.index_options,
         text_field=current.text_field,
         vector_field=vector_field,
         chunking=current.chunking,

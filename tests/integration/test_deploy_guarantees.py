@@ -152,6 +152,23 @@ def test_rollout_does_not_switch_to_an_empty_or_vector_less_index(es_backend, ti
     assert es_backend.count(first.index) == len(DOCS)  # and the good version was not deleted
 
 
+@pytest.mark.elasticsearch
+def test_rollout_keeps_the_index_option_of_the_current_version(es_backend, tiny_e5_bert, cleanup):
+    """A new version built by `rollout` is quantized like the one it replaces (it was silently float hnsw: 4x the
+    memory of int8_hnsw, 16x that of bbq_hnsw)."""
+    alias = _name("dg-option")
+    spec = resolve_model(str(tiny_e5_bert))
+    request = DeployRequest(index="x", replicas=0, index_options="int8_hnsw")
+    first = rollout(es_backend, spec, alias, documents=DOCS, request=request)
+    cleanup["indices"].append((es_backend, first.index))
+    second = rollout(es_backend, spec, alias)  # from the alias's current index, settings like it
+    cleanup["indices"].append((es_backend, second.index))
+    for index in (first.index, second.index):
+        options = es_backend.get_mapping(index)["properties"]["embedding"]["index_options"]
+        assert options["type"] == "int8_hnsw", (index, options)
+    assert es_backend.alias_indices(alias) == [second.index]
+
+
 @pytest.mark.opensearch
 def test_replace_refuses_to_delete_a_model_another_index_uses(os_backend, tiny_e5_bert, tiny_bert, cleanup):
     os_backend.apply_one_node_ml_settings()

@@ -53,3 +53,15 @@ def test_es_knn_with_query_vector_builder():
     clause = es.knn_clause(vector_field="v", k=5, num_candidates=50, model_id="m", text="hello")
     assert clause["query_vector_builder"] == {"text_embedding": {"model_id": "m", "model_text": "hello"}}
     assert clause["num_candidates"] == 50
+
+
+def test_every_index_option_is_read_back_from_the_mapping_it_makes():
+    """What `rollout` relies on to build the next version like the current one (nested fields included)."""
+    from e5plugin.engines.elasticsearch import ElasticsearchBackend
+    from e5plugin.engines.opensearch import OpenSearchBackend
+
+    for backend_class, module in ((ElasticsearchBackend, es), (OpenSearchBackend, os_)):
+        for option in module.INDEX_OPTIONS:
+            mappings = module.index_body(E5, vector_field="doc.vec", index_options=option)["mappings"]
+            assert backend_class.index_option(None, mappings, "doc.vec") == option
+            assert backend_class.index_option(None, mappings, "doc.text") is None
