@@ -769,7 +769,7 @@ def _table(args) -> None:
             continue
         per = {k: v / r["size"] for k, v in r["files_bytes"].items()}
         print(
-            f"| {names[r['engine']]} | {r['option']} | {r['size']:,} | {r['store_bytes'] / r['size']:.0f} | "
+            f"| {names[r['engine']]} | {_label(r)} | {r['size']:,} | {r['store_bytes'] / r['size']:.0f} | "
             f"{r['vector_files_bytes'] / r['size']:.0f} | {r['hot_vector_bytes'] / r['size']:.0f} | "
             f"{per.get('vex', 0):.1f} |"
         )
