@@ -48,17 +48,13 @@ def main() -> None:
     print(json.dumps(body["mappings"]["properties"]["embedding"]), flush=True)
     backend.ensure_index(index, body, vector_field="embedding", dims=spec.dims)
 
+    bodies = [
+        backend.knn_body(vector_field="embedding", k=10, num_candidates=100, vector=v.tolist(), source=False)
+        for v in queries
+    ]
+
     def recall() -> float:
-        bodies = [
-            backend.knn_body(vector_field="embedding", k=10, num_candidates=100, vector=v.tolist(), source=False)
-            for v in queries
-        ]
-        responses = []
-        for start in range(0, len(bodies), 50):
-            responses += backend.msearch(index, bodies[start : start + 50])
-        found = [[int(h.id) for h in backend.hits(r)] for r in responses]
-        hits = sum(len(set(f[:10]) & set(e.tolist())) for f, e in zip(found, exact, strict=True))
-        return round(hits / (10 * len(exact)), 4)
+        return scale.recall_at_10(backend, index, bodies, exact)
 
     def segments() -> list[int]:
         shards = backend.client.indices.segments(index=index)["indices"][index]["shards"]

@@ -418,6 +418,16 @@ def measure_knn(backend, index: str, bodies: list[dict], clients: int, requests:
     }
 
 
+def recall_at_10(backend, index: str, requests: list[dict], exact: np.ndarray) -> float:
+    """recall@10 of these kNN bodies (sent 50 to a multi-search) against the exact top 10 of each."""
+    responses = []
+    for start in range(0, len(requests), 50):
+        responses += backend.msearch(index, requests[start : start + 50])
+    found = [[int(h.id) for h in backend.hits(r)] for r in responses]
+    hits = sum(len(set(f[:10]) & set(e.tolist())) for f, e in zip(found, exact, strict=True))
+    return round(hits / (10 * len(exact)), 4)
+
+
 def run_cell(backend, spec, engine: str, shards: int, size: int, option: str, args, progress=None) -> dict:
     """One cell; ``progress(dict)`` is called every 100,000 documents of the bulk (a partial record of a large cell
     that may not finish in time)."""
@@ -516,16 +526,7 @@ def run_cell(backend, spec, engine: str, shards: int, size: int, option: str, ar
     exact = exact_future.result()
     exact_pool.shutdown()
 
-    def recall_at_10(requests: list[dict]) -> float:
-        """recall@10 of these kNN bodies (sent 50 to a multi-search) against the exact top 10."""
-        responses = []
-        for start in range(0, len(requests), 50):
-            responses += backend.msearch(index, requests[start : start + 50])
-        found = [[int(h.id) for h in backend.hits(r)] for r in responses]
-        hits = sum(len(set(f[:10]) & set(e.tolist())) for f, e in zip(found, exact, strict=True))
-        return round(hits / (10 * len(exact)), 4)
-
-    row["recall@10"] = recall_at_10(bodies)
+    row["recall@10"] = recall_at_10(backend, index, bodies, exact)
     row["num_candidates"] = args.num_candidates if engine == "elasticsearch" else None
     if engine == "opensearch":  # the product's body asks k=10 (Lucene explores ~k); k=100, size 10, for comparison
         wide = [
@@ -535,7 +536,7 @@ def run_cell(backend, spec, engine: str, shards: int, size: int, option: str, ar
             }
             for v in queries
         ]
-        row["recall@10_k100"] = recall_at_10(wide)
+        row["recall@10_k100"] = recall_at_10(backend, index, wide, exact)
     row["knn_1"] = measure_knn(backend, index, bodies, 1, args.requests_1)
     row["knn_16"] = measure_knn(backend, index, bodies, 16, args.requests_16)
     row["page_cache_resident_bytes"] = page_cache_bytes(vector_files)

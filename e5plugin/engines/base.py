@@ -162,6 +162,14 @@ class Backend(ABC):
 
     bodies_meta_key = "e5plugin"
 
+    @staticmethod
+    def field_mapping(mapping: dict, field: str) -> dict:
+        """The mapping of a (dotted, possibly nested) field; ``{}`` where there is none."""
+        node = mapping
+        for part in field.split("."):
+            node = node.get("properties", {}).get(part, {})
+        return node
+
     @abstractmethod
     def vector_dims(self, mapping: dict, vector_field: str) -> int | None: ...
 

@@ -106,15 +106,11 @@ class ElasticsearchBackend(Backend):
         return [vector_field]
 
     def vector_dims(self, mapping: dict, vector_field: str) -> int | None:
-        node: dict = mapping
-        for part in vector_field.split("."):
-            node = node.get("properties", {}).get(part, {})
+        node = self.field_mapping(mapping, vector_field)
         return node.get("dims") if node.get("type") == "dense_vector" else None
 
     def index_option(self, mapping: dict, vector_field: str) -> str | None:
-        node: dict = mapping
-        for part in vector_field.split("."):
-            node = node.get("properties", {}).get(part, {})
+        node = self.field_mapping(mapping, vector_field)
         if node.get("type") != "dense_vector":
             return None
         return node.get("index_options", {}).get("type")

@@ -95,15 +95,11 @@ class OpenSearchBackend(Backend):
         return None
 
     def vector_dims(self, mapping: dict, vector_field: str) -> int | None:
-        node: dict = mapping
-        for part in vector_field.split("."):
-            node = node.get("properties", {}).get(part, {})
+        node = self.field_mapping(mapping, vector_field)
         return node.get("dimension") if node.get("type") == "knn_vector" else None
 
     def index_option(self, mapping: dict, vector_field: str) -> str | None:
-        node: dict = mapping
-        for part in vector_field.split("."):
-            node = node.get("properties", {}).get(part, {})
+        node = self.field_mapping(mapping, vector_field)
         if node.get("type") != "knn_vector":
             return None
         encoder = node.get("method", {}).get("parameters", {}).get("encoder", {})
