@@ -447,9 +447,8 @@ def run_cell(backend, spec, engine: str, shards: int, size: int, option: str, ar
     body["settings"]["index"]["number_of_shards"] = shards
     body["settings"]["index"]["refresh_interval"] = "-1"  # loading: refresh once at the end
     backend.ensure_index(index, body, vector_field=field, dims=spec.dims)
-    vector_mapping = body["mappings"]["properties"][field]
     row: dict = {
-        "vector_mapping": vector_mapping,
+        "vector_mapping": body["mappings"]["properties"][field],
         "engine": engine,
         "version": backend.capabilities.version_text if hasattr(backend.capabilities, "version_text") else None,
         "shards": shards,
@@ -525,7 +524,6 @@ def run_cell(backend, spec, engine: str, shards: int, size: int, option: str, ar
     ]
     exact = exact_future.result()
     exact_pool.shutdown()
-
     row["recall@10"] = recall_at_10(backend, index, bodies, exact)
     row["num_candidates"] = args.num_candidates if engine == "elasticsearch" else None
     if engine == "opensearch":  # the product's body asks k=10 (Lucene explores ~k); k=100, size 10, for comparison

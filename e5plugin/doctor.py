@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .bodies import ERROR_FIELD, META_KEY
+from .bodies.opensearch import sq_encoder
 from .engines.base import Backend
 from .errors import IndexNotFoundError
 from .prefixes import Mode
@@ -52,8 +53,8 @@ def _clipping_quantizers(properties: dict, path: str = "") -> list[str]:
     found = []
     for name, field_mapping in properties.items():
         full = f"{path}{name}"
-        encoder = field_mapping.get("method", {}).get("parameters", {}).get("encoder", {})
-        if encoder.get("name") == "sq" and "confidence_interval" not in encoder.get("parameters", {}):
+        encoder = sq_encoder(field_mapping)
+        if encoder is not None and "confidence_interval" not in encoder.get("parameters", {}):
             found.append(full)
         found += _clipping_quantizers(field_mapping.get("properties", {}), f"{full}.")
     return found

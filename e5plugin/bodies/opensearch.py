@@ -25,6 +25,14 @@ INDEX_OPTIONS = ("hnsw", "hnsw_sq")
 #: (1 - 1/(d+1)) merged segments lose recall. e5-small-v2 vectors, recall@10 before -> after a force merge: 100k
 #: in 5 segments 0.82 -> 0.69 (default) and 0.95 -> 0.94 (1.0); 1M on 3 shards 0.05 after it (BENCHMARKS section 6).
 SQ_ENCODER_PARAMETERS = {"bits": 7, "confidence_interval": 1.0}
+
+
+def sq_encoder(field_mapping: dict) -> dict | None:
+    """The Lucene scalar-quantizer encoder of a ``knn_vector`` field's mapping (``hnsw_sq``); ``None`` without one."""
+    encoder = field_mapping.get("method", {}).get("parameters", {}).get("encoder", {})
+    return encoder if encoder.get("name") == "sq" else None
+
+
 SPACE_TYPE = "cosinesimil"  # scores (1 + cos) / 2, the same scale as Elasticsearch's cosine/dot_product
 
 

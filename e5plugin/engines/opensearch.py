@@ -102,8 +102,7 @@ class OpenSearchBackend(Backend):
         node = self.field_mapping(mapping, vector_field)
         if node.get("type") != "knn_vector":
             return None
-        encoder = node.get("method", {}).get("parameters", {}).get("encoder", {})
-        return "hnsw_sq" if encoder.get("name") == "sq" else "hnsw"
+        return "hnsw_sq" if bodies.sq_encoder(node) is not None else "hnsw"
 
     def _helpers(self) -> ModuleType:
         return helpers
